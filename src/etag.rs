@@ -1,0 +1,382 @@
+//! Entity tags (RFC 9110 §8.8.3): parsing, printing, comparison, and strong tags computed
+//! from content.
+//!
+//! ```
+//! use tower_conditional::etag::{EntityTag, ETagHasher};
+//!
+//! let tag: EntityTag = "W/\"v1\"".parse().unwrap();
+//! assert!(tag.is_weak());
+//! assert_eq!(tag.opaque(), b"v1");
+//! assert_eq!(tag.to_string(), "W/\"v1\"");
+//!
+//! // A strong tag from content does not depend on how the bytes were chunked.
+//! let mut hasher = ETagHasher::new();
+//! hasher.update(b"hello ");
+//! hasher.update(b"world");
+//! assert_eq!(hasher.finish(), EntityTag::from_content(b"hello world"));
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use http::HeaderValue;
+use sha2::{Digest, Sha256};
+
+/// An entity tag: an opaque validator, strong (`"xyz"`) or weak (`W/"xyz"`).
+///
+/// The value is kept in its header form, so turning it into a [`HeaderValue`] costs no
+/// parsing and, for a tag that came from a header, no copy.
+///
+/// Equality (`==`) is exact: same weakness, same opaque bytes. For the comparisons
+/// RFC 9110 §8.8.3.2 defines, use [`EntityTag::strong_eq`] and [`EntityTag::weak_eq`].
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct EntityTag {
+    weak: bool,
+    /// The whole field form: optional `W/`, then the quoted opaque part.
+    raw: HeaderValue,
+}
+
+/// The error returned when a value is not an entity tag per RFC 9110 §8.8.3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidEntityTag {
+    _priv: (),
+}
+
+impl InvalidEntityTag {
+    fn new() -> Self {
+        InvalidEntityTag { _priv: () }
+    }
+}
+
+impl fmt::Display for InvalidEntityTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("invalid entity tag (expected \"opaque\" or W/\"opaque\")")
+    }
+}
+
+impl std::error::Error for InvalidEntityTag {}
+
+/// `etagc = %x21 / %x23-7E / obs-text` (RFC 9110 §8.8.3).
+#[inline]
+pub(crate) fn is_etagc(b: u8) -> bool {
+    b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80
+}
+
+/// Splits `bytes` (already trimmed) into (weak, opaque) when it is exactly one entity tag.
+pub(crate) fn split_tag(bytes: &[u8]) -> Option<(bool, &[u8])> {
+    let (weak, quoted) = match bytes {
+        [b'W', b'/', rest @ ..] => (true, rest),
+        rest => (false, rest),
+    };
+    match quoted {
+        [b'"', opaque @ .., b'"'] if opaque.iter().all(|&b| is_etagc(b)) => Some((weak, opaque)),
+        _ => None,
+    }
+}
+
+impl EntityTag {
+    /// A strong entity tag with the given opaque part (without quotes).
+    ///
+    /// Fails when `opaque` contains a character RFC 9110 does not allow in a tag (`"`,
+    /// whitespace, controls).
+    ///
+    /// ```
+    /// # use tower_conditional::etag::EntityTag;
+    /// let tag = EntityTag::strong("v2").unwrap();
+    /// assert_eq!(tag.to_string(), "\"v2\"");
+    /// assert!(EntityTag::strong("has space").is_err());
+    /// ```
+    pub fn strong(opaque: &str) -> Result<Self, InvalidEntityTag> {
+        Self::build(false, opaque.as_bytes())
+    }
+
+    /// A weak entity tag with the given opaque part (without quotes).
+    ///
+    /// ```
+    /// # use tower_conditional::etag::EntityTag;
+    /// let tag = EntityTag::weak("v2").unwrap();
+    /// assert_eq!(tag.to_string(), "W/\"v2\"");
+    /// ```
+    pub fn weak(opaque: &str) -> Result<Self, InvalidEntityTag> {
+        Self::build(true, opaque.as_bytes())
+    }
+
+    fn build(weak: bool, opaque: &[u8]) -> Result<Self, InvalidEntityTag> {
+        if !opaque.iter().all(|&b| is_etagc(b)) {
+            return Err(InvalidEntityTag::new());
+        }
+        let mut raw = Vec::with_capacity(opaque.len() + 4);
+        if weak {
+            raw.extend_from_slice(b"W/");
+        }
+        raw.push(b'"');
+        raw.extend_from_slice(opaque);
+        raw.push(b'"');
+        let raw = HeaderValue::from_maybe_shared(bytes::Bytes::from(raw))
+            .map_err(|_| InvalidEntityTag::new())?;
+        Ok(EntityTag { weak, raw })
+    }
+
+    /// The strong tag of `content`: SHA-256 of the bytes, encoded as unpadded base64 with the
+    /// URL-safe alphabet (RFC 4648 §5: `A–Z a–z 0–9 - _`), 43 characters between quotes.
+    ///
+    /// ```
+    /// # use tower_conditional::etag::EntityTag;
+    /// let tag = EntityTag::from_content(b"");
+    /// assert_eq!(tag.to_string(), "\"47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU\"");
+    /// ```
+    pub fn from_content(content: &[u8]) -> Self {
+        let mut hasher = ETagHasher::new();
+        hasher.update(content);
+        hasher.finish()
+    }
+
+    /// Parses one entity tag from header bytes. Surrounding whitespace is allowed.
+    pub fn parse(bytes: &[u8]) -> Result<Self, InvalidEntityTag> {
+        let trimmed = bytes.trim_ascii();
+        let (weak, opaque) = split_tag(trimmed).ok_or_else(InvalidEntityTag::new)?;
+        Self::build(weak, opaque)
+    }
+
+    /// Whether this is a weak tag (`W/"…"`).
+    pub fn is_weak(&self) -> bool {
+        self.weak
+    }
+
+    /// The opaque part, without `W/` and quotes.
+    pub fn opaque(&self) -> &[u8] {
+        let bytes = self.raw.as_bytes();
+        let start = if self.weak { 3 } else { 1 };
+        &bytes[start..bytes.len() - 1]
+    }
+
+    /// Strong comparison (RFC 9110 §8.8.3.2): both tags strong and their opaque parts equal.
+    ///
+    /// ```
+    /// # use tower_conditional::etag::EntityTag;
+    /// let a = EntityTag::strong("1").unwrap();
+    /// let w = EntityTag::weak("1").unwrap();
+    /// assert!(a.strong_eq(&a));
+    /// assert!(!a.strong_eq(&w));
+    /// assert!(a.weak_eq(&w));
+    /// ```
+    pub fn strong_eq(&self, other: &EntityTag) -> bool {
+        !self.weak && !other.weak && self.opaque() == other.opaque()
+    }
+
+    /// Weak comparison (RFC 9110 §8.8.3.2): opaque parts equal, weakness ignored.
+    pub fn weak_eq(&self, other: &EntityTag) -> bool {
+        self.opaque() == other.opaque()
+    }
+
+    /// The tag as a header value (a cheap clone).
+    pub fn to_header_value(&self) -> HeaderValue {
+        self.raw.clone()
+    }
+
+    /// The tag in header form, e.g. `W/"abc"`, as bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.raw.as_bytes()
+    }
+}
+
+impl fmt::Display for EntityTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // obs-text bytes are not UTF-8; show them replaced rather than fail.
+        f.write_str(&String::from_utf8_lossy(self.raw.as_bytes()))
+    }
+}
+
+impl fmt::Debug for EntityTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EntityTag({self})")
+    }
+}
+
+impl FromStr for EntityTag {
+    type Err = InvalidEntityTag;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EntityTag::parse(s.as_bytes())
+    }
+}
+
+impl TryFrom<&HeaderValue> for EntityTag {
+    type Error = InvalidEntityTag;
+
+    fn try_from(value: &HeaderValue) -> Result<Self, Self::Error> {
+        let bytes = value.as_bytes();
+        match split_tag(bytes) {
+            // Already exactly a tag: keep the header value itself, no copy.
+            Some((weak, _)) => Ok(EntityTag {
+                weak,
+                raw: value.clone(),
+            }),
+            None => EntityTag::parse(bytes),
+        }
+    }
+}
+
+impl TryFrom<HeaderValue> for EntityTag {
+    type Error = InvalidEntityTag;
+
+    fn try_from(value: HeaderValue) -> Result<Self, Self::Error> {
+        EntityTag::try_from(&value)
+    }
+}
+
+impl From<EntityTag> for HeaderValue {
+    fn from(tag: EntityTag) -> Self {
+        tag.raw
+    }
+}
+
+impl From<&EntityTag> for HeaderValue {
+    fn from(tag: &EntityTag) -> Self {
+        tag.raw.clone()
+    }
+}
+
+/// Computes [`EntityTag::from_content`] incrementally, chunk by chunk.
+///
+/// The result depends only on the concatenated bytes, never on where chunks were split.
+#[derive(Clone, Default)]
+pub struct ETagHasher {
+    digest: Sha256,
+}
+
+impl fmt::Debug for ETagHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ETagHasher").finish_non_exhaustive()
+    }
+}
+
+impl ETagHasher {
+    /// A hasher that has seen no bytes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds the next bytes of the content.
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.digest.update(chunk);
+    }
+
+    /// The strong tag of every byte fed so far.
+    pub fn finish(self) -> EntityTag {
+        let digest = self.digest.finalize();
+        // 32 bytes -> 43 base64 characters, plus two quotes.
+        let mut raw = [0u8; 45];
+        raw[0] = b'"';
+        raw[44] = b'"';
+        let written = URL_SAFE_NO_PAD
+            .encode_slice(digest, &mut raw[1..44])
+            .expect("43 bytes hold unpadded base64 of 32 bytes");
+        debug_assert_eq!(written, 43);
+        EntityTag {
+            weak: false,
+            raw: HeaderValue::from_bytes(&raw).expect("base64url characters are valid header bytes"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_strong_weak_and_empty() {
+        let s: EntityTag = "\"xyzzy\"".parse().unwrap();
+        assert!(!s.is_weak());
+        assert_eq!(s.opaque(), b"xyzzy");
+        let w: EntityTag = "W/\"xyzzy\"".parse().unwrap();
+        assert!(w.is_weak());
+        let e: EntityTag = "\"\"".parse().unwrap();
+        assert_eq!(e.opaque(), b"");
+        let padded: EntityTag = "  \"a\"\t".parse().unwrap();
+        assert_eq!(padded.to_string(), "\"a\"");
+    }
+
+    #[test]
+    fn rejects_what_the_grammar_rejects() {
+        for bad in [
+            "xyzzy",
+            "\"unterminated",
+            "w/\"lowercase-w\"", // §8.8.3: the weak indicator is case-sensitive
+            "W/xyzzy",
+            "\"a\"b\"",
+            "\"a b\"",
+            "\"a\",\"b\"",
+            "*",
+            "",
+            "W/",
+            "\"\x7f\"",
+        ] {
+            assert!(bad.parse::<EntityTag>().is_err(), "{bad:?} should not parse");
+        }
+        assert!(EntityTag::parse(b"\"tab\tinside\"").is_err());
+    }
+
+    #[test]
+    fn obs_text_and_commas_are_allowed_inside() {
+        let tag = EntityTag::parse(b"\"a,b\xe9\"").unwrap();
+        assert_eq!(tag.opaque(), b"a,b\xe9");
+        assert_eq!(tag.as_bytes(), b"\"a,b\xe9\"");
+    }
+
+    #[test]
+    fn comparison_table_from_rfc_9110_section_8_8_3_2() {
+        let w1 = EntityTag::weak("1").unwrap();
+        let w2 = EntityTag::weak("2").unwrap();
+        let s1 = EntityTag::strong("1").unwrap();
+        // ETag 1 | ETag 2 | strong | weak
+        let rows = [
+            (&w1, &w1, false, true),
+            (&w1, &w2, false, false),
+            (&w1, &s1, false, true),
+            (&s1, &s1, true, true),
+        ];
+        for (a, b, strong, weak) in rows {
+            assert_eq!(a.strong_eq(b), strong, "{a} vs {b} strong");
+            assert_eq!(a.weak_eq(b), weak, "{a} vs {b} weak");
+            assert_eq!(b.strong_eq(a), strong);
+            assert_eq!(b.weak_eq(a), weak);
+        }
+    }
+
+    #[test]
+    fn header_value_round_trip_keeps_bytes() {
+        let hv = HeaderValue::from_static("W/\"abc\"");
+        let tag = EntityTag::try_from(&hv).unwrap();
+        assert!(tag.is_weak());
+        assert_eq!(HeaderValue::from(tag), hv);
+        let spaced = HeaderValue::from_static(" \"abc\" ");
+        assert_eq!(
+            EntityTag::try_from(spaced).unwrap().to_header_value(),
+            "\"abc\""
+        );
+    }
+
+    #[test]
+    fn from_content_matches_an_independent_digest() {
+        let body = b"The quick brown fox";
+        let expected = URL_SAFE_NO_PAD.encode(Sha256::digest(body));
+        assert_eq!(
+            EntityTag::from_content(body).to_string(),
+            format!("\"{expected}\"")
+        );
+    }
+
+    #[test]
+    fn hasher_is_independent_of_chunking() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let whole = EntityTag::from_content(&data);
+        for size in [1, 7, 64, 4096, 9_999] {
+            let mut h = ETagHasher::new();
+            data.chunks(size).for_each(|c| h.update(c));
+            assert_eq!(h.finish(), whole, "chunk size {size}");
+        }
+    }
+}

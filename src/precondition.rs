@@ -1,0 +1,550 @@
+//! The RFC 9110 §13.2.2 evaluation, with no I/O: request conditions and the current
+//! validators in, a [`Decision`] out.
+//!
+//! ```
+//! use http::{HeaderMap, HeaderValue, Method};
+//! use tower_conditional::etag::EntityTag;
+//! use tower_conditional::precondition::{evaluate, Conditions, Decision, Failed, Options, Validators};
+//!
+//! let current = Validators::new().with_etag(EntityTag::strong("v2").unwrap());
+//! let mut headers = HeaderMap::new();
+//! headers.insert("if-match", HeaderValue::from_static("\"v1\""));
+//! let conditions = Conditions::from_headers(&headers);
+//!
+//! let decision = evaluate(&Method::PUT, &conditions, Some(&current), Options::default());
+//! assert_eq!(decision, Decision::PreconditionFailed(Failed::IfMatch));
+//! ```
+
+use std::time::SystemTime;
+
+use http::{header, HeaderMap, Method};
+
+use crate::etag::EntityTag;
+use crate::header::{parse_date_value, parse_http_date, to_http_seconds, IfRange, TagList};
+
+/// What is known about the current representation of the target resource.
+///
+/// A missing field means "not available": a missing `etag` never matches a tag, a missing
+/// `last_modified` makes the date conditions be ignored (RFC 9110 §13.1.3, §13.1.4).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    /// The current entity tag.
+    pub etag: Option<EntityTag>,
+    /// The current modification time. Compared at one-second resolution.
+    pub last_modified: Option<SystemTime>,
+}
+
+impl Validators {
+    /// Validators with neither field known.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the entity tag.
+    pub fn with_etag(mut self, etag: EntityTag) -> Self {
+        self.etag = Some(etag);
+        self
+    }
+
+    /// Sets the modification time.
+    pub fn with_last_modified(mut self, time: SystemTime) -> Self {
+        self.last_modified = Some(time);
+        self
+    }
+
+    /// Reads `ETag` and `Last-Modified` from response headers; unparsable values are ignored.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        Validators {
+            etag: headers
+                .get(header::ETAG)
+                .and_then(|v| EntityTag::try_from(v).ok()),
+            last_modified: headers.get(header::LAST_MODIFIED).and_then(parse_date_value),
+        }
+    }
+}
+
+/// A list field as received: absent, parsed, or malformed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ListField {
+    /// The field was not sent.
+    #[default]
+    Absent,
+    /// The field parsed as `*` or a list of tags.
+    List(TagList),
+    /// The field was sent but is not `*` or a list of entity tags.
+    Malformed,
+}
+
+impl ListField {
+    fn parse(headers: &HeaderMap, name: header::HeaderName) -> Self {
+        match TagList::parse(headers.get_all(name)) {
+            Ok(None) => ListField::Absent,
+            Ok(Some(list)) => ListField::List(list),
+            Err(_) => ListField::Malformed,
+        }
+    }
+
+    /// Whether the field was sent at all (well-formed or not).
+    pub fn is_present(&self) -> bool {
+        !matches!(self, ListField::Absent)
+    }
+}
+
+/// The conditional fields of one request, parsed once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Conditions {
+    /// `If-Match`.
+    pub if_match: ListField,
+    /// `If-None-Match`.
+    pub if_none_match: ListField,
+    /// `If-Modified-Since`, when it is a single valid HTTP-date.
+    pub if_modified_since: Option<SystemTime>,
+    /// `If-Unmodified-Since`, when it is a single valid HTTP-date.
+    pub if_unmodified_since: Option<SystemTime>,
+    /// `If-Range`.
+    pub if_range: Option<IfRange>,
+    /// Whether the request has a `Range` field.
+    pub has_range: bool,
+}
+
+impl Conditions {
+    /// Parses the conditional fields of a request.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        Conditions {
+            if_match: ListField::parse(headers, header::IF_MATCH),
+            if_none_match: ListField::parse(headers, header::IF_NONE_MATCH),
+            if_modified_since: parse_http_date(headers.get_all(header::IF_MODIFIED_SINCE)),
+            if_unmodified_since: parse_http_date(headers.get_all(header::IF_UNMODIFIED_SINCE)),
+            if_range: IfRange::parse(headers.get_all(header::IF_RANGE)),
+            has_range: headers.contains_key(header::RANGE),
+        }
+    }
+
+    /// Whether any field that §13.2.2 evaluates is present. Without one, the decision is
+    /// always [`Decision::Proceed`].
+    pub fn is_empty(&self) -> bool {
+        !self.if_match.is_present()
+            && !self.if_none_match.is_present()
+            && self.if_modified_since.is_none()
+            && self.if_unmodified_since.is_none()
+            && !(self.has_range && self.if_range.is_some())
+    }
+
+    /// Whether the request makes its write conditional on the current state: `If-Match`,
+    /// `If-None-Match`, or a valid `If-Unmodified-Since` (what RFC 6585 §3 asks a client to
+    /// send when preconditions are required).
+    pub fn guards_write(&self) -> bool {
+        self.if_match.is_present()
+            || self.if_none_match.is_present()
+            || self.if_unmodified_since.is_some()
+    }
+
+    /// Whether the outcome depends on anything beyond the method, i.e. whether a current
+    /// representation must be looked up to evaluate these conditions for `method`.
+    pub fn needs_validators(&self, method: &Method) -> bool {
+        match method_kind(method) {
+            MethodKind::Exempt => false,
+            MethodKind::Read => !self.is_empty(),
+            MethodKind::Write => self.guards_write(),
+        }
+    }
+}
+
+/// Knobs of the evaluation that RFC 9110 leaves to the server, or that deployments need.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Compare `If-Match` weakly. RFC 9110 requires strong comparison; SCIM (RFC 7644
+    /// §3.14) clients send weak tags in `If-Match`, and a server that issues only weak tags
+    /// may choose to accept them.
+    pub weak_if_match: bool,
+}
+
+/// Which condition failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failed {
+    /// `If-Match` was false (or malformed).
+    IfMatch,
+    /// `If-Unmodified-Since` was false.
+    IfUnmodifiedSince,
+    /// `If-None-Match` was false on a method other than GET/HEAD (or malformed on one).
+    IfNoneMatch,
+}
+
+impl Failed {
+    /// The header field name of the failed condition.
+    pub fn field_name(self) -> &'static str {
+        match self {
+            Failed::IfMatch => "If-Match",
+            Failed::IfUnmodifiedSince => "If-Unmodified-Since",
+            Failed::IfNoneMatch => "If-None-Match",
+        }
+    }
+}
+
+/// The outcome of evaluating a request's preconditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Perform the method (with `Range`, if the request has one).
+    Proceed,
+    /// Perform the method but ignore `Range`: `If-Range` did not match (§13.2.2 step 5).
+    IgnoreRange,
+    /// Answer `304 Not Modified` (GET/HEAD only).
+    NotModified,
+    /// Answer `412 Precondition Failed`.
+    PreconditionFailed(Failed),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MethodKind {
+    /// GET and HEAD.
+    Read,
+    /// OPTIONS, CONNECT, TRACE: never conditioned.
+    Exempt,
+    /// Every other method (PUT, POST, PATCH, DELETE, extensions).
+    Write,
+}
+
+pub(crate) fn method_kind(method: &Method) -> MethodKind {
+    if method == Method::GET || method == Method::HEAD {
+        MethodKind::Read
+    } else if method == Method::OPTIONS || method == Method::CONNECT || method == Method::TRACE
+    {
+        MethodKind::Exempt
+    } else {
+        MethodKind::Write
+    }
+}
+
+/// Evaluates `conditions` for `method` against the current representation, in the order of
+/// RFC 9110 §13.2.2. `current` is `None` when the target has no current representation.
+///
+/// Choices where the RFC leaves room, all documented in the crate docs:
+///
+/// * A malformed `If-Match` evaluates false (412): it cannot be known to match, and a
+///   write must not go ahead on a guess.
+/// * A malformed `If-None-Match` is ignored on GET/HEAD (a full response is always a
+///   correct answer to a read) and evaluates false on other methods (412, as for `If-Match`).
+/// * `If-Match` with tags on a target without a current representation evaluates false
+///   (§13.1.1: no current entity tag can match).
+///
+/// The caller applies §13.2.1's outer rule: conditions are evaluated only where the response
+/// without them would be 2xx or 412 (a 404 stays a 404).
+pub fn evaluate(
+    method: &Method,
+    conditions: &Conditions,
+    current: Option<&Validators>,
+    options: Options,
+) -> Decision {
+    let kind = method_kind(method);
+    if kind == MethodKind::Exempt {
+        return Decision::Proceed;
+    }
+    let current_etag = current.and_then(|v| v.etag.as_ref());
+    let current_date = current.and_then(|v| v.last_modified).map(to_http_seconds);
+
+    // Step 1: If-Match. Step 2: If-Unmodified-Since, only without If-Match.
+    match &conditions.if_match {
+        ListField::List(list) => {
+            let matched = match (list, current) {
+                (_, None) => false,
+                (TagList::Any, Some(_)) => true,
+                (tags, Some(_)) => current_etag.is_some_and(|etag| {
+                    if options.weak_if_match {
+                        tags.matches_weak(etag)
+                    } else {
+                        tags.matches_strong(etag)
+                    }
+                }),
+            };
+            if !matched {
+                return Decision::PreconditionFailed(Failed::IfMatch);
+            }
+        }
+        ListField::Malformed => return Decision::PreconditionFailed(Failed::IfMatch),
+        ListField::Absent => {
+            if let (Some(since), Some(modified)) = (conditions.if_unmodified_since, current_date) {
+                if modified > since {
+                    return Decision::PreconditionFailed(Failed::IfUnmodifiedSince);
+                }
+            }
+        }
+    }
+
+    // Step 3: If-None-Match. Step 4: If-Modified-Since, GET/HEAD only, only without it.
+    let not_modified_or_failed = || {
+        if kind == MethodKind::Read {
+            Decision::NotModified
+        } else {
+            Decision::PreconditionFailed(Failed::IfNoneMatch)
+        }
+    };
+    match &conditions.if_none_match {
+        ListField::List(list) => {
+            let matched = match (list, current) {
+                (_, None) => false,
+                (TagList::Any, Some(_)) => true,
+                (tags, Some(_)) => current_etag.is_some_and(|etag| tags.matches_weak(etag)),
+            };
+            if matched {
+                return not_modified_or_failed();
+            }
+        }
+        ListField::Malformed => {
+            if kind == MethodKind::Write {
+                return Decision::PreconditionFailed(Failed::IfNoneMatch);
+            }
+        }
+        ListField::Absent => {
+            if let (MethodKind::Read, Some(since), Some(modified)) =
+                (kind, conditions.if_modified_since, current_date)
+            {
+                if modified <= since {
+                    return Decision::NotModified;
+                }
+            }
+        }
+    }
+
+    // Step 5: If-Range, GET with Range only.
+    if method == Method::GET && conditions.has_range {
+        if let Some(if_range) = &conditions.if_range {
+            let matched = match if_range {
+                IfRange::Tag(tag) => current_etag.is_some_and(|etag| tag.strong_eq(etag)),
+                IfRange::Date(date) => current_date == Some(*date),
+                IfRange::Invalid => false,
+            };
+            if !matched {
+                return Decision::IgnoreRange;
+            }
+        }
+    }
+    Decision::Proceed
+}
+
+/// What a write that passed its preconditions was validated against, handed to the inner
+/// service as a request extension.
+///
+/// The layer checked the preconditions against the validators it looked up; between that
+/// check and the handler's write another writer may get in. Make the write a
+/// compare-and-swap on this expectation (`UPDATE … WHERE etag = $1`, `INSERT … ON CONFLICT
+/// DO NOTHING`) and answer 412 when it fails: then no update is lost, even across processes.
+///
+/// ```
+/// use tower_conditional::Expectation;
+///
+/// async fn handler(req: http::Request<String>) -> http::StatusCode {
+///     match req.extensions().get::<Expectation>() {
+///         Some(e) if e.must_not_exist() => { /* INSERT ... ON CONFLICT DO NOTHING */ }
+///         Some(e) => { let _cas_on = e.etag(); /* UPDATE ... WHERE etag = $expected */ }
+///         None => { /* unconditional write */ }
+///     }
+///     http::StatusCode::NO_CONTENT
+/// }
+/// # let _ = handler;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Expectation {
+    etag: Option<EntityTag>,
+    must_exist: bool,
+    must_not_exist: bool,
+    unmodified_since: Option<SystemTime>,
+    current: Option<Validators>,
+}
+
+impl Expectation {
+    /// The expectation a passed evaluation of `conditions` against `current` establishes.
+    pub fn new(conditions: &Conditions, current: Option<&Validators>) -> Self {
+        let mut e = Expectation {
+            current: current.cloned(),
+            ..Expectation::default()
+        };
+        match &conditions.if_match {
+            ListField::List(TagList::Tags(_)) => {
+                e.must_exist = true;
+                e.etag = current.and_then(|v| v.etag.clone());
+            }
+            ListField::List(TagList::Any) => e.must_exist = true,
+            _ => {
+                if current.and_then(|v| v.last_modified).is_some() {
+                    e.unmodified_since = conditions.if_unmodified_since;
+                }
+            }
+        }
+        if conditions.if_none_match == ListField::List(TagList::Any) {
+            e.must_not_exist = true;
+        }
+        e
+    }
+
+    /// The current entity tag that `If-Match` matched: the write must still find it.
+    pub fn etag(&self) -> Option<&EntityTag> {
+        self.etag.as_ref()
+    }
+
+    /// `If-Match` was sent: the target must still exist.
+    pub fn must_exist(&self) -> bool {
+        self.must_exist
+    }
+
+    /// `If-None-Match: *` was sent: the write must create, never replace.
+    pub fn must_not_exist(&self) -> bool {
+        self.must_not_exist
+    }
+
+    /// The `If-Unmodified-Since` date that was checked: the target must not have been
+    /// modified after it.
+    pub fn unmodified_since(&self) -> Option<SystemTime> {
+        self.unmodified_since
+    }
+
+    /// The validators the preconditions were checked against (`None`: the target did not
+    /// exist).
+    pub fn current(&self) -> Option<&Validators> {
+        self.current.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    const T0: &str = "Sun, 06 Nov 1994 08:49:37 GMT"; // 784111777
+    const T_BEFORE: &str = "Sun, 06 Nov 1994 08:49:36 GMT";
+    const T_AFTER: &str = "Sun, 06 Nov 1994 08:49:38 GMT";
+
+    fn t0() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(784111777)
+    }
+
+    fn tag(s: &str) -> EntityTag {
+        s.parse().unwrap()
+    }
+
+    /// The resource: strong "a", modified at T0 (plus sub-second noise that must not count).
+    fn current() -> Validators {
+        Validators::new()
+            .with_etag(tag("\"a\""))
+            .with_last_modified(t0() + Duration::from_millis(250))
+    }
+
+    fn weak_current() -> Validators {
+        Validators::new().with_etag(tag("W/\"a\""))
+    }
+
+    fn run(method: Method, headers: &[(&str, &str)], current: Option<&Validators>) -> Decision {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.append(
+                header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        evaluate(&method, &Conditions::from_headers(&h), current, Options::default())
+    }
+
+    use Decision::*;
+    use Failed::*;
+
+    #[test]
+    fn table() {
+        let cur = current();
+        let weak = weak_current();
+        let some = Some(&cur);
+        #[rustfmt::skip]
+        let rows: Vec<(&str, Method, Vec<(&str, &str)>, Option<&Validators>, Decision)> = vec![
+            ("§13.2.2: no conditions proceed", Method::GET, vec![], some, Proceed),
+            ("§13.1.1: If-Match with the current strong tag is true", Method::PUT, vec![("if-match", "\"a\"")], some, Proceed),
+            ("§13.1.1: If-Match true if any listed tag matches", Method::PUT, vec![("if-match", "\"x\", \"a\"")], some, Proceed),
+            ("§13.1.1: If-Match false when no tag matches -> 412", Method::PUT, vec![("if-match", "\"b\"")], some, PreconditionFailed(IfMatch)),
+            ("§13.1.1: If-Match uses strong comparison: a weak tag never matches", Method::PUT, vec![("if-match", "W/\"a\"")], some, PreconditionFailed(IfMatch)),
+            ("§13.1.1: strong comparison fails against a weak current tag", Method::PUT, vec![("if-match", "\"a\"")], Some(&weak), PreconditionFailed(IfMatch)),
+            ("§13.1.1: If-Match * true when a current representation exists", Method::PUT, vec![("if-match", "*")], some, Proceed),
+            ("§13.1.1: If-Match * false when none exists", Method::PUT, vec![("if-match", "*")], None, PreconditionFailed(IfMatch)),
+            ("§13.1.1: If-Match tags false when none exists", Method::DELETE, vec![("if-match", "\"a\"")], None, PreconditionFailed(IfMatch)),
+            ("§13.2.2 step 1: If-Match false on GET is 412 too", Method::GET, vec![("if-match", "\"b\"")], some, PreconditionFailed(IfMatch)),
+            ("design: malformed If-Match fails closed", Method::PUT, vec![("if-match", "a")], some, PreconditionFailed(IfMatch)),
+            ("design: malformed If-Match fails closed on GET", Method::GET, vec![("if-match", "a")], some, PreconditionFailed(IfMatch)),
+            ("§13.1.4: If-Unmodified-Since true when not modified since", Method::PUT, vec![("if-unmodified-since", T0)], some, Proceed),
+            ("§13.1.4: If-Unmodified-Since true when modified before", Method::PUT, vec![("if-unmodified-since", T_AFTER)], some, Proceed),
+            ("§13.1.4: If-Unmodified-Since false when modified after -> 412", Method::PUT, vec![("if-unmodified-since", T_BEFORE)], some, PreconditionFailed(IfUnmodifiedSince)),
+            ("§13.2.2 step 2: If-Unmodified-Since only without If-Match", Method::PUT, vec![("if-match", "\"a\""), ("if-unmodified-since", T_BEFORE)], some, Proceed),
+            ("§13.1.4: invalid If-Unmodified-Since is ignored", Method::PUT, vec![("if-unmodified-since", "not a date")], some, Proceed),
+            ("§13.1.4: If-Unmodified-Since ignored without a modification date", Method::PUT, vec![("if-unmodified-since", T_BEFORE)], Some(&weak), Proceed),
+            ("§13.1.4: If-Unmodified-Since ignored without a representation", Method::PUT, vec![("if-unmodified-since", T_BEFORE)], None, Proceed),
+            ("§13.1.2: If-None-Match weak match on GET -> 304", Method::GET, vec![("if-none-match", "W/\"a\"")], some, NotModified),
+            ("§13.1.2: If-None-Match match on HEAD -> 304", Method::HEAD, vec![("if-none-match", "\"a\"")], some, NotModified),
+            ("§13.1.2: If-None-Match matches a weak current tag weakly", Method::GET, vec![("if-none-match", "\"a\"")], Some(&weak), NotModified),
+            ("§13.1.2: If-None-Match without a match proceeds", Method::GET, vec![("if-none-match", "\"b\"")], some, Proceed),
+            ("§13.1.2: If-None-Match match on an unsafe method -> 412", Method::PUT, vec![("if-none-match", "\"a\"")], some, PreconditionFailed(IfNoneMatch)),
+            ("§13.1.2: If-None-Match * on an existing resource, unsafe -> 412", Method::PUT, vec![("if-none-match", "*")], some, PreconditionFailed(IfNoneMatch)),
+            ("§13.1.2: If-None-Match * without a representation: create proceeds", Method::PUT, vec![("if-none-match", "*")], None, Proceed),
+            ("§13.1.2: If-None-Match * on GET of an existing resource -> 304", Method::GET, vec![("if-none-match", "*")], some, NotModified),
+            ("design: malformed If-None-Match ignored on GET", Method::GET, vec![("if-none-match", "a")], some, Proceed),
+            ("design: malformed If-None-Match fails closed on PUT", Method::PUT, vec![("if-none-match", "a")], some, PreconditionFailed(IfNoneMatch)),
+            ("§13.1.3: If-Modified-Since not modified -> 304", Method::GET, vec![("if-modified-since", T0)], some, NotModified),
+            ("§13.1.3: If-Modified-Since later date -> 304", Method::GET, vec![("if-modified-since", T_AFTER)], some, NotModified),
+            ("§13.1.3: If-Modified-Since modified since -> proceed", Method::GET, vec![("if-modified-since", T_BEFORE)], some, Proceed),
+            ("§13.1.3: If-Modified-Since ignored for methods other than GET/HEAD", Method::PUT, vec![("if-modified-since", T0)], some, Proceed),
+            ("§13.1.3: invalid If-Modified-Since is ignored", Method::GET, vec![("if-modified-since", "garbage")], some, Proceed),
+            ("§13.1.3: If-Modified-Since ignored without a modification date", Method::GET, vec![("if-modified-since", T_AFTER)], Some(&weak), Proceed),
+            ("§13.2.2 step 4: If-Modified-Since only without If-None-Match", Method::GET, vec![("if-none-match", "\"b\""), ("if-modified-since", T0)], some, Proceed),
+            ("§13.2.2: If-Match is evaluated before If-None-Match", Method::GET, vec![("if-match", "\"b\""), ("if-none-match", "\"a\"")], some, PreconditionFailed(IfMatch)),
+            ("§13.2.2: a passing If-Match then If-None-Match match on GET -> 304", Method::GET, vec![("if-match", "\"a\""), ("if-none-match", "\"a\"")], some, NotModified),
+            ("§13.1.5: If-Range strong match keeps Range", Method::GET, vec![("range", "bytes=0-1"), ("if-range", "\"a\"")], some, Proceed),
+            ("§13.1.5: If-Range mismatch ignores Range", Method::GET, vec![("range", "bytes=0-1"), ("if-range", "\"b\"")], some, IgnoreRange),
+            ("§13.1.5: If-Range weak tag never matches", Method::GET, vec![("range", "bytes=0-1"), ("if-range", "W/\"a\"")], some, IgnoreRange),
+            ("§13.1.5: If-Range date must equal Last-Modified", Method::GET, vec![("range", "bytes=0-1"), ("if-range", T0)], some, Proceed),
+            ("§13.1.5: If-Range later date is not an exact match", Method::GET, vec![("range", "bytes=0-1"), ("if-range", T_AFTER)], some, IgnoreRange),
+            ("§13.1.5: If-Range unparsable ignores Range", Method::GET, vec![("range", "bytes=0-1"), ("if-range", "junk")], some, IgnoreRange),
+            ("§13.1.5: If-Range without Range is ignored", Method::GET, vec![("if-range", "\"b\"")], some, Proceed),
+            ("§13.1.5: If-Range only applies to GET", Method::HEAD, vec![("range", "bytes=0-1"), ("if-range", "\"b\"")], some, Proceed),
+            ("§13.2.2 step 3 before 5: If-None-Match 304 wins over If-Range", Method::GET, vec![("if-none-match", "\"a\""), ("range", "bytes=0-1"), ("if-range", "\"b\"")], some, NotModified),
+            ("§13.2.1: OPTIONS is never conditioned", Method::OPTIONS, vec![("if-match", "\"b\"")], some, Proceed),
+            ("§13.2.1: CONNECT is never conditioned", Method::CONNECT, vec![("if-match", "\"b\"")], some, Proceed),
+            ("§13.2.1: TRACE is never conditioned", Method::TRACE, vec![("if-none-match", "*")], some, Proceed),
+            ("§13.1.1: If-Match applies to POST", Method::POST, vec![("if-match", "\"b\"")], some, PreconditionFailed(IfMatch)),
+            ("§13.1.1: If-Match applies to PATCH", Method::PATCH, vec![("if-match", "\"a\"")], some, Proceed),
+            ("§13.1.1: empty If-Match list matches nothing", Method::PUT, vec![("if-match", "")], some, PreconditionFailed(IfMatch)),
+            ("§13.1.2: empty If-None-Match list matches nothing", Method::PUT, vec![("if-none-match", ",")], some, Proceed),
+        ];
+        for (name, method, headers, current, expected) in rows {
+            assert_eq!(run(method, &headers, current), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn weak_if_match_option() {
+        let cur = weak_current();
+        let mut h = HeaderMap::new();
+        h.insert(header::IF_MATCH, HeaderValue::from_static("W/\"a\""));
+        let c = Conditions::from_headers(&h);
+        assert_eq!(
+            evaluate(&Method::PUT, &c, Some(&cur), Options::default()),
+            PreconditionFailed(IfMatch)
+        );
+        let weak = Options {
+            weak_if_match: true,
+        };
+        assert_eq!(evaluate(&Method::PUT, &c, Some(&cur), weak), Proceed);
+    }
+
+    #[test]
+    fn emptiness_and_write_guards() {
+        let mut h = HeaderMap::new();
+        assert!(Conditions::from_headers(&h).is_empty());
+        h.insert(header::IF_RANGE, HeaderValue::from_static("\"a\""));
+        assert!(Conditions::from_headers(&h).is_empty(), "If-Range without Range");
+        h.insert(header::RANGE, HeaderValue::from_static("bytes=0-1"));
+        assert!(!Conditions::from_headers(&h).is_empty());
+        assert!(!Conditions::from_headers(&h).guards_write());
+        let mut h = HeaderMap::new();
+        h.insert(header::IF_UNMODIFIED_SINCE, HeaderValue::from_static("bad"));
+        assert!(!Conditions::from_headers(&h).guards_write(), "invalid date");
+        h.insert(header::IF_UNMODIFIED_SINCE, HeaderValue::from_static(T0));
+        assert!(Conditions::from_headers(&h).guards_write());
+        assert!(Conditions::from_headers(&h).needs_validators(&Method::PATCH));
+        assert!(!Conditions::from_headers(&h).needs_validators(&Method::OPTIONS));
+    }
+}

@@ -1,0 +1,163 @@
+//! Which responses the layer buffers and hashes.
+//!
+//! The decision is made from the response head and the body's size hint, before any byte
+//! is held. A response the predicate refuses streams through untouched (it still gets a 304
+//! when it carries its own `ETag` or `Last-Modified` that matches).
+//!
+//! ```
+//! use http::{HeaderMap, StatusCode};
+//! use tower_conditional::predicate::{DefaultPredicate, Predicate};
+//! use tower_conditional::ConditionalLayer;
+//!
+//! // Also skip anything marked `Cache-Control: no-store`.
+//! let predicate = DefaultPredicate::new().and(|_: StatusCode, headers: &HeaderMap| {
+//!     headers
+//!         .get(http::header::CACHE_CONTROL)
+//!         .map_or(true, |v| !v.as_bytes().windows(8).any(|w| w == b"no-store"))
+//! });
+//! let layer = ConditionalLayer::new().predicate(predicate);
+//! # let _ = layer;
+//! ```
+
+use http::{header, HeaderMap, StatusCode};
+use http_body::Body;
+
+/// Decides whether a response is eligible for hashing.
+///
+/// The layer also enforces its `max_buffer` on every response, whatever the predicate says.
+pub trait Predicate: Clone {
+    /// Whether to buffer and hash this response's body.
+    fn should_hash<B: Body>(&self, response: &http::Response<B>) -> bool;
+
+    /// Both `self` and `other` must agree.
+    fn and<Other: Predicate>(self, other: Other) -> And<Self, Other>
+    where
+        Self: Sized,
+    {
+        And {
+            first: self,
+            second: other,
+        }
+    }
+}
+
+/// Any `Fn(StatusCode, &HeaderMap) -> bool + Clone` is a predicate.
+impl<F> Predicate for F
+where
+    F: Fn(StatusCode, &HeaderMap) -> bool + Clone,
+{
+    fn should_hash<B: Body>(&self, response: &http::Response<B>) -> bool {
+        self(response.status(), response.headers())
+    }
+}
+
+/// Two predicates that must both agree; see [`Predicate::and`].
+#[derive(Debug, Clone, Copy)]
+pub struct And<A, B> {
+    first: A,
+    second: B,
+}
+
+impl<A: Predicate, B: Predicate> Predicate for And<A, B> {
+    fn should_hash<T: Body>(&self, response: &http::Response<T>) -> bool {
+        self.first.should_hash(response) && self.second.should_hash(response)
+    }
+}
+
+/// The default: hash `200 OK` responses, except event streams (`text/event-stream`), gRPC
+/// (`application/grpc…`) and anything with `Content-Range`.
+///
+/// Other statuses are never hashed: 206 is a part, 1xx/204/304 have no content, and error
+/// responses are not representations of the target.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultPredicate {
+    _priv: (),
+}
+
+impl DefaultPredicate {
+    /// The default predicate.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn content_type_starts_with(headers: &HeaderMap, prefix: &[u8]) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes().trim_ascii_start();
+        v.len() >= prefix.len() && v[..prefix.len()].eq_ignore_ascii_case(prefix)
+    })
+}
+
+impl Predicate for DefaultPredicate {
+    fn should_hash<B: Body>(&self, response: &http::Response<B>) -> bool {
+        let headers = response.headers();
+        response.status() == StatusCode::OK
+            && !headers.contains_key(header::CONTENT_RANGE)
+            && !content_type_starts_with(headers, b"text/event-stream")
+            && !content_type_starts_with(headers, b"application/grpc")
+    }
+}
+
+/// Whether the body can fit in `max_buffer` bytes, judged from `Content-Length` and the
+/// body's size hint before any byte is read.
+pub(crate) fn may_fit<B: Body>(response: &http::Response<B>, max_buffer: usize) -> bool {
+    let max = max_buffer as u64;
+    let declared = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    declared.is_none_or(|n| n <= max) && response.body().size_hint().lower() <= max
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{Empty, Full};
+
+    fn resp(status: u16, headers: &[(&str, &str)]) -> http::Response<Empty<bytes::Bytes>> {
+        let mut b = http::Response::builder().status(status);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(Empty::new()).unwrap()
+    }
+
+    #[test]
+    fn default_predicate_table() {
+        let p = DefaultPredicate::new();
+        assert!(p.should_hash(&resp(200, &[])));
+        assert!(p.should_hash(&resp(200, &[("content-type", "application/json")])));
+        assert!(!p.should_hash(&resp(201, &[])));
+        assert!(!p.should_hash(&resp(206, &[])));
+        assert!(!p.should_hash(&resp(204, &[])));
+        assert!(!p.should_hash(&resp(404, &[])));
+        assert!(!p.should_hash(&resp(200, &[("content-type", "text/event-stream")])));
+        assert!(!p.should_hash(&resp(
+            200,
+            &[("content-type", "Text/Event-Stream; charset=utf-8")]
+        )));
+        assert!(!p.should_hash(&resp(200, &[("content-type", "application/grpc+proto")])));
+        assert!(!p.should_hash(&resp(200, &[("content-range", "bytes 0-1/2")])));
+    }
+
+    #[test]
+    fn closures_and_and() {
+        let only_json = |_: StatusCode, h: &HeaderMap| content_type_starts_with(h, b"application/json");
+        let p = DefaultPredicate::new().and(only_json);
+        assert!(p.should_hash(&resp(200, &[("content-type", "application/json")])));
+        assert!(!p.should_hash(&resp(200, &[("content-type", "text/plain")])));
+        assert!(!p.should_hash(&resp(404, &[("content-type", "application/json")])));
+    }
+
+    #[test]
+    fn size_checks_before_reading() {
+        assert!(may_fit(&resp(200, &[("content-length", "10")]), 10));
+        assert!(!may_fit(&resp(200, &[("content-length", "11")]), 10));
+        assert!(may_fit(&resp(200, &[("content-length", "garbage")]), 10));
+        let big = http::Response::new(Full::new(bytes::Bytes::from(vec![0u8; 11])));
+        assert!(!may_fit(&big, 10));
+        let small = http::Response::new(Full::new(bytes::Bytes::from(vec![0u8; 10])));
+        assert!(may_fit(&small, 10));
+    }
+}

@@ -1,0 +1,328 @@
+//! The responses the layer answers with itself: 304, and the rejections 412, 428 and 503.
+//!
+//! Rejections are described by a [`Rejection`] and rendered by default as RFC 9457
+//! `application/problem+json`, or — for a gRPC request — as a trailers-only gRPC status.
+//! Replace the rendering with [`ConditionalLayer::on_reject`](crate::ConditionalLayer::on_reject):
+//!
+//! ```
+//! use bytes::Bytes;
+//! use tower_conditional::{ConditionalLayer, Rejection};
+//!
+//! let layer = ConditionalLayer::new().on_reject(|rejection: &Rejection| {
+//!     http::Response::builder()
+//!         .status(rejection.status())
+//!         .header("content-type", "text/plain")
+//!         .body(Bytes::from(rejection.title()))
+//!         .unwrap()
+//! });
+//! # let _ = layer;
+//! ```
+
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+
+use crate::etag::EntityTag;
+use crate::precondition::Failed;
+
+/// Why the layer answered a request itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RejectionKind {
+    /// A precondition evaluated false: 412.
+    PreconditionFailed(Failed),
+    /// The route requires preconditions and the request had none: 428 (RFC 6585 §3).
+    PreconditionRequired,
+    /// The current validators could not be found (lookup error or timeout, or the internal
+    /// GET failed): 503, fail closed.
+    LookupFailed,
+}
+
+/// A request the layer refused, with what a response needs to explain it.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    kind: RejectionKind,
+    current: Option<EntityTag>,
+    grpc: bool,
+}
+
+impl Rejection {
+    pub(crate) fn new(kind: RejectionKind, grpc: bool) -> Self {
+        Rejection {
+            kind,
+            current: None,
+            grpc,
+        }
+    }
+
+    pub(crate) fn with_current(mut self, current: Option<EntityTag>) -> Self {
+        self.current = current;
+        self
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> RejectionKind {
+        self.kind
+    }
+
+    /// The HTTP status this rejection stands for: 412, 428 or 503.
+    pub fn status(&self) -> StatusCode {
+        match self.kind {
+            RejectionKind::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            RejectionKind::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
+            RejectionKind::LookupFailed => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The target's current entity tag, when known (412 only).
+    pub fn current_etag(&self) -> Option<&EntityTag> {
+        self.current.as_ref()
+    }
+
+    /// Whether the request was a gRPC call (`content-type: application/grpc…`).
+    pub fn is_grpc(&self) -> bool {
+        self.grpc
+    }
+
+    /// A short, human-readable summary (the problem `title`).
+    pub fn title(&self) -> &'static str {
+        match self.kind {
+            RejectionKind::PreconditionFailed(_) => "Precondition Failed",
+            RejectionKind::PreconditionRequired => "Precondition Required",
+            RejectionKind::LookupFailed => "Service Unavailable",
+        }
+    }
+
+    /// An explanation specific to this occurrence (the problem `detail`).
+    pub fn detail(&self) -> &'static str {
+        match self.kind {
+            RejectionKind::PreconditionFailed(Failed::IfMatch) => {
+                "If-Match does not match the current representation; fetch it again and retry with its ETag"
+            }
+            RejectionKind::PreconditionFailed(Failed::IfUnmodifiedSince) => {
+                "the resource was modified after the If-Unmodified-Since date"
+            }
+            RejectionKind::PreconditionFailed(Failed::IfNoneMatch) => {
+                "If-None-Match matches the current representation (with *: the resource already exists)"
+            }
+            RejectionKind::PreconditionRequired => {
+                "this request must be conditional: resend it with If-Match set to the ETag from a GET (or If-None-Match: * to create)"
+            }
+            RejectionKind::LookupFailed => {
+                "the current state of the resource could not be determined; nothing was changed, retry later"
+            }
+        }
+    }
+
+    /// The default rendering: [`Rejection::grpc_response`] for gRPC requests,
+    /// [`Rejection::problem_response`] otherwise.
+    pub fn default_response(&self) -> http::Response<Bytes> {
+        if self.grpc {
+            self.grpc_response()
+        } else {
+            self.problem_response()
+        }
+    }
+
+    /// An RFC 9457 `application/problem+json` response. A 412 also carries the current
+    /// `ETag` header and a `current_etag` member when known; 412 and 428 name the `condition`.
+    pub fn problem_response(&self) -> http::Response<Bytes> {
+        let mut json = String::with_capacity(256);
+        json.push_str("{\"type\":\"about:blank\",\"title\":");
+        push_json_string(&mut json, self.title());
+        let _ = write!(json, ",\"status\":{}", self.status().as_u16());
+        json.push_str(",\"detail\":");
+        push_json_string(&mut json, self.detail());
+        match self.kind {
+            RejectionKind::PreconditionFailed(failed) => {
+                json.push_str(",\"condition\":");
+                push_json_string(&mut json, failed.field_name());
+            }
+            RejectionKind::PreconditionRequired => {
+                json.push_str(",\"condition\":\"If-Match\"");
+            }
+            RejectionKind::LookupFailed => {}
+        }
+        if let Some(tag) = &self.current {
+            json.push_str(",\"current_etag\":");
+            push_json_string(&mut json, &tag.to_string());
+        }
+        json.push('}');
+
+        let mut response = http::Response::new(Bytes::from(json));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let (Some(tag), RejectionKind::PreconditionFailed(_)) = (&self.current, self.kind) {
+            headers.insert(header::ETAG, tag.to_header_value());
+        }
+        if self.kind == RejectionKind::LookupFailed {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+
+    /// A trailers-only gRPC response: HTTP 200 with `grpc-status` 9 (FAILED_PRECONDITION)
+    /// for 412 and 428, 14 (UNAVAILABLE) for 503, and the detail as `grpc-message`.
+    pub fn grpc_response(&self) -> http::Response<Bytes> {
+        let code = match self.kind {
+            RejectionKind::LookupFailed => "14",
+            _ => "9",
+        };
+        let mut response = http::Response::new(Bytes::new());
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert("grpc-status", HeaderValue::from_static(code));
+        let message = percent_encode_grpc(self.detail());
+        if let Ok(value) = HeaderValue::from_str(&message) {
+            headers.insert("grpc-message", value);
+        }
+        if let Some(tag) = &self.current {
+            headers.insert(header::ETAG, tag.to_header_value());
+        }
+        response
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// gRPC's `grpc-message` encoding: percent-encode everything outside printable ASCII and `%`.
+fn percent_encode_grpc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// Representation metadata a 304 must not carry (RFC 9110 §15.4.5): the recipient already
+/// has it. `Last-Modified` is dropped separately, only when an `ETag` is present.
+const NOT_IN_304: [header::HeaderName; 7] = [
+    header::CONTENT_TYPE,
+    header::CONTENT_LENGTH,
+    header::CONTENT_ENCODING,
+    header::CONTENT_LANGUAGE,
+    header::CONTENT_RANGE,
+    header::TRANSFER_ENCODING,
+    header::TRAILER,
+];
+
+/// Turns the head of a 2xx response into the head of a 304: keeps `ETag`, `Cache-Control`,
+/// `Content-Location`, `Date`, `Expires`, `Vary` and non-representation fields such as
+/// `Set-Cookie`; drops content metadata, and `Last-Modified` when there is an `ETag`.
+pub(crate) fn into_not_modified(status: &mut StatusCode, headers: &mut HeaderMap) {
+    *status = StatusCode::NOT_MODIFIED;
+    for name in NOT_IN_304 {
+        headers.remove(name);
+    }
+    if headers.contains_key(header::ETAG) {
+        headers.remove(header::LAST_MODIFIED);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_json_is_valid_and_escaped() {
+        let tag = EntityTag::parse(b"\"a\\b\"").unwrap();
+        let r = Rejection::new(RejectionKind::PreconditionFailed(Failed::IfMatch), false)
+            .with_current(Some(tag.clone()));
+        let resp = r.problem_response();
+        assert_eq!(resp.status(), 412);
+        assert_eq!(resp.headers()["content-type"], "application/problem+json");
+        assert_eq!(resp.headers()["etag"], "\"a\\b\"");
+        let body = std::str::from_utf8(resp.body()).unwrap();
+        assert!(body.contains("\"status\":412"), "{body}");
+        assert!(body.contains("\"condition\":\"If-Match\""), "{body}");
+        assert!(body.contains("\"current_etag\":\"\\\"a\\\\b\\\"\""), "{body}");
+    }
+
+    #[test]
+    fn grpc_rejections_are_trailers_only() {
+        let r = Rejection::new(RejectionKind::PreconditionFailed(Failed::IfMatch), true);
+        let resp = r.default_response();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["grpc-status"], "9");
+        assert!(resp.body().is_empty());
+        let r = Rejection::new(RejectionKind::LookupFailed, true);
+        assert_eq!(r.default_response().headers()["grpc-status"], "14");
+        assert_eq!(percent_encode_grpc("a%b\u{e9}"), "a%25b%C3%A9");
+    }
+
+    #[test]
+    fn not_modified_keeps_the_listed_fields() {
+        let mut status = StatusCode::OK;
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("etag", "\"a\""),
+            ("cache-control", "no-cache"),
+            ("content-location", "/x"),
+            ("date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            ("expires", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            ("vary", "Accept"),
+            ("set-cookie", "a=b"),
+            ("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            ("content-type", "text/plain"),
+            ("content-length", "5"),
+            ("content-encoding", "gzip"),
+        ] {
+            h.insert(k, HeaderValue::from_static(v));
+        }
+        into_not_modified(&mut status, &mut h);
+        assert_eq!(status, 304);
+        for kept in [
+            "etag",
+            "cache-control",
+            "content-location",
+            "date",
+            "expires",
+            "vary",
+            "set-cookie",
+        ] {
+            assert!(h.contains_key(kept), "{kept} kept");
+        }
+        for dropped in [
+            "last-modified",
+            "content-type",
+            "content-length",
+            "content-encoding",
+        ] {
+            assert!(!h.contains_key(dropped), "{dropped} dropped");
+        }
+        // Without an ETag, Last-Modified stays: it is the validator.
+        let mut h = HeaderMap::new();
+        h.insert(
+            "last-modified",
+            HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+        );
+        into_not_modified(&mut status, &mut h);
+        assert!(h.contains_key("last-modified"));
+    }
+}
