@@ -247,7 +247,13 @@ mod tests {
         assert_eq!(f1.as_ptr(), a.as_ptr(), "the same allocation, not a copy");
         let f2 = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(f2, b);
-        let trailers = body.frame().await.unwrap().unwrap().into_trailers().unwrap();
+        let trailers = body
+            .frame()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_trailers()
+            .unwrap();
         assert_eq!(trailers["x-t"], "1");
         assert!(body.frame().await.is_none());
         assert!(body.is_end_stream());

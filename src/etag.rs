@@ -277,7 +277,8 @@ impl ETagHasher {
         debug_assert_eq!(written, 43);
         EntityTag {
             weak: false,
-            raw: HeaderValue::from_bytes(&raw).expect("base64url characters are valid header bytes"),
+            raw: HeaderValue::from_bytes(&raw)
+                .expect("base64url characters are valid header bytes"),
         }
     }
 }
@@ -314,7 +315,10 @@ mod tests {
             "W/",
             "\"\x7f\"",
         ] {
-            assert!(bad.parse::<EntityTag>().is_err(), "{bad:?} should not parse");
+            assert!(
+                bad.parse::<EntityTag>().is_err(),
+                "{bad:?} should not parse"
+            );
         }
         assert!(EntityTag::parse(b"\"tab\tinside\"").is_err());
     }

@@ -112,7 +112,10 @@ where
     S: Service<Request<ReqBody>>,
     L: Source<ReqBody>,
 {
-    pub(crate) fn new(state: State<S::Future, L::Future, ResBody>, ctx: Ctx<S, ReqBody, L::Future, P>) -> Self {
+    pub(crate) fn new(
+        state: State<S::Future, L::Future, ResBody>,
+        ctx: Ctx<S, ReqBody, L::Future, P>,
+    ) -> Self {
         ResponseFuture { state, ctx }
     }
 }
@@ -186,9 +189,10 @@ where
                         }
                         Some(Err(e)) => {
                             let e: BoxError = e.into();
-                            break ctx.on_validators(Err(
-                                format!("reading the internal GET failed: {e}").into()
-                            ));
+                            break ctx.on_validators(Err(format!(
+                                "reading the internal GET failed: {e}"
+                            )
+                            .into()));
                         }
                         None => {
                             let mut v = found.take().unwrap_or_default();
@@ -198,7 +202,10 @@ where
                     }
                 },
                 StateProj::AwaitReady => {
-                    let svc = ctx.svc.as_mut().expect("service held for the deferred call");
+                    let svc = ctx
+                        .svc
+                        .as_mut()
+                        .expect("service held for the deferred call");
                     if let Err(e) = ready!(svc.poll_ready(cx)) {
                         Step::Done(Err(e))
                     } else {
@@ -283,19 +290,27 @@ where
                 }
                 StateProj::AfterWrite { fut, response } => {
                     let found = ready!(fut.poll(cx));
-                    let mut response = response.take().expect("AfterWrite polled after it finished");
+                    let mut response = response
+                        .take()
+                        .expect("AfterWrite polled after it finished");
                     match found {
-                        Ok(Some(Validators { etag: Some(tag), .. })) => {
-                            response.headers_mut().insert(header::ETAG, tag.to_header_value());
+                        Ok(Some(Validators {
+                            etag: Some(tag), ..
+                        })) => {
+                            response
+                                .headers_mut()
+                                .insert(header::ETAG, tag.to_header_value());
                         }
                         Ok(_) => {}
-                        Err(e) => tracing::debug!(error = %e, "lookup after a write failed; answering without ETag"),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "lookup after a write failed; answering without ETag")
+                        }
                     }
                     Step::Done(Ok(response))
                 }
-                StateProj::Immediate { response } => {
-                    Step::Done(Ok(response.take().expect("Immediate polled after it finished")))
-                }
+                StateProj::Immediate { response } => Step::Done(Ok(response
+                    .take()
+                    .expect("Immediate polled after it finished"))),
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             };
             match step {
@@ -397,13 +412,19 @@ impl<S, ReqBody, LF, P> Ctx<S, ReqBody, LF, P> {
     where
         B::Error: Into<BoxError>,
     {
-        if self.mode != (Mode::Read { head: true, as_get: true }) {
+        if self.mode
+            != (Mode::Read {
+                head: true,
+                as_get: true,
+            })
+        {
             return Response::from_parts(head, body);
         }
         let hint = body.size_hint();
         if let Some(n) = hint.exact() {
             if !head.headers.contains_key(header::CONTENT_LENGTH) {
-                head.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+                head.headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
             }
         }
         Response::from_parts(head, ConditionalBody::empty(hint))
@@ -466,8 +487,14 @@ where
         if !self.svc_ready {
             return Step::Next(State::AwaitReady);
         }
-        let request = self.request.take().expect("request held for the deferred call");
-        let svc = self.svc.as_mut().expect("service held for the deferred call");
+        let request = self
+            .request
+            .take()
+            .expect("request held for the deferred call");
+        let svc = self
+            .svc
+            .as_mut()
+            .expect("service held for the deferred call");
         Step::Next(State::Inner {
             fut: svc.call(request),
         })
@@ -481,7 +508,11 @@ where
         let current = match found {
             Ok(current) => current,
             Err(error) => {
-                let uri = self.request.as_ref().map(|r| r.uri().clone()).unwrap_or_default();
+                let uri = self
+                    .request
+                    .as_ref()
+                    .map(|r| r.uri().clone())
+                    .unwrap_or_default();
                 tracing::error!(
                     %error,
                     method = %self.method,
@@ -559,7 +590,10 @@ where
         self.on_validators(Ok(Some(found)))
     }
 
-    fn on_response(&mut self, response: Response<ResBody>) -> Step<S::Future, LF, ResBody, S::Error> {
+    fn on_response(
+        &mut self,
+        response: Response<ResBody>,
+    ) -> Step<S::Future, LF, ResBody, S::Error> {
         match self.mode {
             Mode::PassThrough => Step::Done(Ok(response.map(ConditionalBody::pass_through))),
             Mode::Write => {
@@ -617,7 +651,12 @@ where
         if self.conditions.is_empty() {
             return Step::Done(Ok(self.strip_head(head, body)));
         }
-        match evaluate(&self.method, &self.conditions, Some(&found), self.config.options) {
+        match evaluate(
+            &self.method,
+            &self.conditions,
+            Some(&found),
+            self.config.options,
+        ) {
             Decision::NotModified => {
                 drop(body);
                 into_not_modified(&mut head.status, &mut head.headers);
@@ -630,7 +669,9 @@ where
                         .with_current(found.etag);
                 Step::Done(Ok(self.reject(rejection)))
             }
-            Decision::Proceed | Decision::IgnoreRange => Step::Done(Ok(self.strip_head(head, body))),
+            Decision::Proceed | Decision::IgnoreRange => {
+                Step::Done(Ok(self.strip_head(head, body)))
+            }
         }
     }
 }

@@ -269,7 +269,12 @@ mod tests {
             b"\"a\"\"b\"",
             b"\"a b\"",
         ] {
-            assert_eq!(list(&[bad]), Err(MALFORMED), "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                list(&[bad]),
+                Err(MALFORMED),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         // `*` on one line and a tag on another is still `*` beside a tag.
         assert_eq!(list(&[b"*", b"\"a\""]), Err(MALFORMED));
@@ -315,9 +320,19 @@ mod tests {
             assert_eq!(parse_http_date(h.get_all("d")), None, "{bad:?}");
         }
         let mut h = HeaderMap::new();
-        h.append("d", HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"));
-        h.append("d", HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"));
-        assert_eq!(parse_http_date(h.get_all("d")), None, "two lines are a list");
+        h.append(
+            "d",
+            HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+        );
+        h.append(
+            "d",
+            HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+        );
+        assert_eq!(
+            parse_http_date(h.get_all("d")),
+            None,
+            "two lines are a list"
+        );
     }
 
     #[test]

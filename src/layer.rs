@@ -81,7 +81,10 @@ struct LockMap {
 
 impl LockTable {
     pub(crate) fn lock_for(&self, key: &str) -> Arc<futures_util::lock::Mutex<()>> {
-        let mut map = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut map = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(lock) = map.locks.get(key).and_then(Weak::upgrade) {
             return lock;
         }

@@ -104,6 +104,11 @@ where
 /// Implemented by [`InnerGet`] (when `B: Default`), by [`NoLookup`], and by every
 /// `Service<LookupRequest, Response = Option<Validators>>` whose error converts into
 /// [`BoxError`]. It is sealed: the service contract is the extension point.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot find current validators for requests with body type `{B}`",
+    note = "the default source, `InnerGet`, builds an empty GET and needs `{B}: Default` (hyper's `Incoming` is not)",
+    note = "configure `.lookup(..)` or `.no_lookup()` on the layer, or map the request body to one that is `Default`"
+)]
 pub trait VersionLookup<B>: sealed::Source<B> {}
 
 impl<B, T: sealed::Source<B>> VersionLookup<B> for T {}
@@ -122,6 +127,11 @@ pub(crate) mod sealed {
         Probe(Request<B>),
     }
 
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot find current validators for requests with body type `{B}`",
+        note = "the default source, `InnerGet`, builds an empty GET and needs `{B}: Default` (hyper's `Incoming` is not)",
+        note = "configure `.lookup(..)` or `.no_lookup()` on the layer, or map the request body to one that is `Default`"
+    )]
     pub trait Source<B>: Clone {
         type Future: Future<Output = Result<Option<Validators>, BoxError>>;
 
@@ -166,7 +176,11 @@ pub(crate) mod sealed {
         type Future = MapErr<Oneshot<L, LookupRequest>, fn(L::Error) -> BoxError>;
 
         fn begin(&mut self, req: &Request<B>) -> Begin<Self::Future, B> {
-            Begin::Lookup(self.clone().oneshot(head_of(req)).map_err(Into::into as fn(_) -> _))
+            Begin::Lookup(
+                self.clone()
+                    .oneshot(head_of(req))
+                    .map_err(Into::into as fn(_) -> _),
+            )
         }
 
         fn is_service(&self) -> bool {

@@ -58,7 +58,9 @@ impl Validators {
             etag: headers
                 .get(header::ETAG)
                 .and_then(|v| EntityTag::try_from(v).ok()),
-            last_modified: headers.get(header::LAST_MODIFIED).and_then(parse_date_value),
+            last_modified: headers
+                .get(header::LAST_MODIFIED)
+                .and_then(parse_date_value),
         }
     }
 }
@@ -207,8 +209,7 @@ pub(crate) enum MethodKind {
 pub(crate) fn method_kind(method: &Method) -> MethodKind {
     if method == Method::GET || method == Method::HEAD {
         MethodKind::Read
-    } else if method == Method::OPTIONS || method == Method::CONNECT || method == Method::TRACE
-    {
+    } else if method == Method::OPTIONS || method == Method::CONNECT || method == Method::TRACE {
         MethodKind::Exempt
     } else {
         MethodKind::Write
@@ -441,7 +442,12 @@ mod tests {
                 HeaderValue::from_str(v).unwrap(),
             );
         }
-        evaluate(&method, &Conditions::from_headers(&h), current, Options::default())
+        evaluate(
+            &method,
+            &Conditions::from_headers(&h),
+            current,
+            Options::default(),
+        )
     }
 
     use Decision::*;
@@ -535,7 +541,10 @@ mod tests {
         let mut h = HeaderMap::new();
         assert!(Conditions::from_headers(&h).is_empty());
         h.insert(header::IF_RANGE, HeaderValue::from_static("\"a\""));
-        assert!(Conditions::from_headers(&h).is_empty(), "If-Range without Range");
+        assert!(
+            Conditions::from_headers(&h).is_empty(),
+            "If-Range without Range"
+        );
         h.insert(header::RANGE, HeaderValue::from_static("bytes=0-1"));
         assert!(!Conditions::from_headers(&h).is_empty());
         assert!(!Conditions::from_headers(&h).guards_write());

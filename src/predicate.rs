@@ -143,7 +143,8 @@ mod tests {
 
     #[test]
     fn closures_and_and() {
-        let only_json = |_: StatusCode, h: &HeaderMap| content_type_starts_with(h, b"application/json");
+        let only_json =
+            |_: StatusCode, h: &HeaderMap| content_type_starts_with(h, b"application/json");
         let p = DefaultPredicate::new().and(only_json);
         assert!(p.should_hash(&resp(200, &[("content-type", "application/json")])));
         assert!(!p.should_hash(&resp(200, &[("content-type", "text/plain")])));

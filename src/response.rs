@@ -261,7 +261,10 @@ mod tests {
         let body = std::str::from_utf8(resp.body()).unwrap();
         assert!(body.contains("\"status\":412"), "{body}");
         assert!(body.contains("\"condition\":\"If-Match\""), "{body}");
-        assert!(body.contains("\"current_etag\":\"\\\"a\\\\b\\\"\""), "{body}");
+        assert!(
+            body.contains("\"current_etag\":\"\\\"a\\\\b\\\"\""),
+            "{body}"
+        );
     }
 
     #[test]

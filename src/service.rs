@@ -10,7 +10,7 @@ use tower::Service;
 
 use crate::body::ConditionalBody;
 use crate::future::{Ctx, Mode, Plan, ResponseFuture, State, Step};
-use crate::layer::{Config, ConditionalLayer};
+use crate::layer::{ConditionalLayer, Config};
 use crate::lookup::sealed::{Begin, Source};
 use crate::lookup::{InnerGet, VersionLookup};
 use crate::precondition::{method_kind, Conditions, MethodKind};
