@@ -21,15 +21,18 @@ pin_project! {
     ///
     /// Data frames are `Bytes`: for inner bodies whose data already is `Bytes` (hyper,
     /// axum, tonic, `http-body-util`), handing a chunk over copies nothing.
-    pub struct ConditionalBody<B> {
+    pub struct ConditionalBody<B>
+    where
+        B: Body,
+    {
         #[pin]
-        kind: Kind<B>,
+        kind: Kind<B, B::Error>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<B> {
+    enum Kind<B, E> {
         PassThrough {
             #[pin]
             body: B,
@@ -38,7 +41,7 @@ pin_project! {
             chunks: VecDeque<Bytes>,
             remaining: u64,
             trailers: Option<HeaderMap>,
-            error: Option<BoxError>,
+            error: Option<E>,
             rest: Option<Pin<Box<B>>>,
         },
         Full {
@@ -50,7 +53,7 @@ pin_project! {
     }
 }
 
-impl<B> std::fmt::Debug for ConditionalBody<B> {
+impl<B: Body> std::fmt::Debug for ConditionalBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let name = match &self.kind {
             Kind::PassThrough { .. } => "PassThrough",
@@ -62,7 +65,7 @@ impl<B> std::fmt::Debug for ConditionalBody<B> {
     }
 }
 
-impl<B> ConditionalBody<B> {
+impl<B: Body> ConditionalBody<B> {
     pub(crate) fn pass_through(body: B) -> Self {
         ConditionalBody {
             kind: Kind::PassThrough { body },
@@ -74,7 +77,7 @@ impl<B> ConditionalBody<B> {
     pub(crate) fn replay(
         chunks: VecDeque<Bytes>,
         trailers: Option<HeaderMap>,
-        error: Option<BoxError>,
+        error: Option<B::Error>,
         rest: Option<Pin<Box<B>>>,
     ) -> Self {
         let remaining = chunks.iter().map(|c| c.len() as u64).sum();
@@ -153,7 +156,7 @@ where
                     return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
                 if let Some(e) = error.take() {
-                    return Poll::Ready(Some(Err(e)));
+                    return Poll::Ready(Some(Err(e.into())));
                 }
                 if let Some(t) = trailers.take() {
                     return Poll::Ready(Some(Ok(Frame::trailers(t))));
@@ -193,6 +196,13 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
+        self.hint()
+    }
+}
+
+impl<B: Body> ConditionalBody<B> {
+    /// The size hint, without the error conversion bound of the `Body` impl.
+    pub(crate) fn hint(&self) -> SizeHint {
         match &self.kind {
             Kind::PassThrough { body } => body.size_hint(),
             Kind::Replay {
@@ -277,10 +287,11 @@ mod tests {
 
     #[tokio::test]
     async fn held_error_is_passed_on_after_held_bytes() {
-        let body: ConditionalBody<Full<Bytes>> = ConditionalBody::replay(
+        type Failing = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+        let body: ConditionalBody<Failing> = ConditionalBody::replay(
             VecDeque::from([Bytes::from_static(b"ab")]),
             None,
-            Some("boom".into()),
+            Some(std::io::Error::other("boom")),
             None,
         );
         let mut body = std::pin::pin!(body);

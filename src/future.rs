@@ -27,7 +27,6 @@ use crate::lookup::sealed::Source;
 use crate::precondition::{evaluate, Conditions, Decision, Expectation, Validators};
 use crate::predicate::{may_fit, Predicate};
 use crate::response::{into_not_modified, Rejection, RejectionKind};
-use crate::BoxError;
 
 pin_project! {
     /// The response future of [`Conditional`](crate::Conditional).
@@ -89,11 +88,11 @@ pin_project! {
         AfterWrite {
             #[pin]
             fut: LF,
-            response: Option<Response<ConditionalBody<B>>>,
+            response: Option<Response<B>>,
         },
         // The layer answered by itself.
         Immediate {
-            response: Option<Response<ConditionalBody<B>>>,
+            response: Option<Response<Bytes>>,
         },
         Done,
     }
@@ -102,7 +101,7 @@ pin_project! {
 type Output<B, E> = Result<Response<ConditionalBody<B>>, E>;
 
 /// Either the next state, or the final output.
-pub(crate) enum Step<F, LF, B, E> {
+pub(crate) enum Step<F, LF, B: Body, E> {
     Next(State<F, LF, B>),
     Done(Output<B, E>),
 }
@@ -133,7 +132,7 @@ where
 }
 
 impl<F, LF, B> State<F, LF, B> {
-    pub(crate) fn immediate(response: Response<ConditionalBody<B>>) -> Self {
+    pub(crate) fn immediate(response: Response<Bytes>) -> Self {
         State::Immediate {
             response: Some(response),
         }
@@ -145,7 +144,6 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     L: Source<ReqBody>,
     ResBody: Body,
-    ResBody::Error: Into<BoxError>,
     P: Predicate,
 {
     type Output = Result<Response<ConditionalBody<ResBody>>, S::Error>;
@@ -182,22 +180,18 @@ where
                                 *len += chunk.len();
                                 if *len > ctx.config.max_buffer {
                                     // Too large to carry an ETag on reads; same here.
-                                    break ctx.on_validators(Ok(found.take()));
+                                    break ctx.on_validators(Ok::<_, &str>(found.take()));
                                 }
                                 hasher.update(&chunk);
                             }
                         }
-                        Some(Err(e)) => {
-                            let e: BoxError = e.into();
-                            break ctx.on_validators(Err(format!(
-                                "reading the internal GET failed: {e}"
-                            )
-                            .into()));
+                        Some(Err(_)) => {
+                            break ctx.on_validators(Err("the body of the internal GET failed"));
                         }
                         None => {
                             let mut v = found.take().unwrap_or_default();
                             v.etag = Some(std::mem::take(hasher).finish());
-                            break ctx.on_validators(Ok(Some(v)));
+                            break ctx.on_validators(Ok::<_, &str>(Some(v)));
                         }
                     }
                 },
@@ -265,7 +259,7 @@ where
                                 let replay = ConditionalBody::replay(
                                     std::mem::take(chunks),
                                     None,
-                                    Some(e.into()),
+                                    Some(e),
                                     None,
                                 );
                                 let head = head.take().expect("head held");
@@ -292,7 +286,8 @@ where
                     let found = ready!(fut.poll(cx));
                     let mut response = response
                         .take()
-                        .expect("AfterWrite polled after it finished");
+                        .expect("AfterWrite polled after it finished")
+                        .map(ConditionalBody::pass_through);
                     match found {
                         Ok(Some(Validators {
                             etag: Some(tag), ..
@@ -308,9 +303,10 @@ where
                     }
                     Step::Done(Ok(response))
                 }
-                StateProj::Immediate { response } => Step::Done(Ok(response
-                    .take()
-                    .expect("Immediate polled after it finished"))),
+                StateProj::Immediate { response } => {
+                    let response = response.take().expect("Immediate polled after it finished");
+                    Step::Done(Ok(response.map(ConditionalBody::full)))
+                }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             };
             match step {
@@ -391,7 +387,7 @@ impl<S, ReqBody, LF, P> Ctx<S, ReqBody, LF, P> {
         }
     }
 
-    pub(crate) fn reject<B>(&self, rejection: Rejection) -> Response<ConditionalBody<B>> {
+    pub(crate) fn reject<B: Body>(&self, rejection: Rejection) -> Response<ConditionalBody<B>> {
         self.config.render(&rejection).map(ConditionalBody::full)
     }
 
@@ -408,10 +404,7 @@ impl<S, ReqBody, LF, P> Ctx<S, ReqBody, LF, P> {
         &self,
         mut head: http::response::Parts,
         body: ConditionalBody<B>,
-    ) -> Response<ConditionalBody<B>>
-    where
-        B::Error: Into<BoxError>,
-    {
+    ) -> Response<ConditionalBody<B>> {
         if self.mode
             != (Mode::Read {
                 head: true,
@@ -420,7 +413,7 @@ impl<S, ReqBody, LF, P> Ctx<S, ReqBody, LF, P> {
         {
             return Response::from_parts(head, body);
         }
-        let hint = body.size_hint();
+        let hint = body.hint();
         if let Some(n) = hint.exact() {
             if !head.headers.contains_key(header::CONTENT_LENGTH) {
                 head.headers
@@ -446,7 +439,7 @@ impl<S, ReqBody, LF, P> Ctx<S, ReqBody, LF, P> {
     }
 }
 
-fn not_modified_from<B>(current: &Validators) -> Response<ConditionalBody<B>> {
+fn not_modified_from<B: Body>(current: &Validators) -> Response<ConditionalBody<B>> {
     let mut response = Response::new(ConditionalBody::empty(SizeHint::new()));
     *response.status_mut() = StatusCode::NOT_MODIFIED;
     let headers = response.headers_mut();
@@ -460,12 +453,12 @@ fn not_modified_from<B>(current: &Validators) -> Response<ConditionalBody<B>> {
     response
 }
 
-impl<S, ReqBody, ResBody, LF, P> Ctx<S, ReqBody, LF, P>
+impl<S, ReqBody, ResBody, LF, LE, P> Ctx<S, ReqBody, LF, P>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    LF: Future<Output = Result<Option<Validators>, BoxError>>,
+    LF: Future<Output = Result<Option<Validators>, LE>>,
+    LE: std::fmt::Display,
     ResBody: Body,
-    ResBody::Error: Into<BoxError>,
     P: Predicate,
 {
     /// Starts finding validators (after the lock, when there is one).
@@ -501,9 +494,9 @@ where
     }
 
     /// The current validators are known (or could not be found): decide.
-    fn on_validators(
+    fn on_validators<E: std::fmt::Display>(
         &mut self,
-        found: Result<Option<Validators>, BoxError>,
+        found: Result<Option<Validators>, E>,
     ) -> Step<S::Future, LF, ResBody, S::Error> {
         let current = match found {
             Ok(current) => current,
@@ -570,10 +563,10 @@ where
     ) -> Step<S::Future, LF, ResBody, S::Error> {
         let status = response.status();
         if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
-            return self.on_validators(Ok(None));
+            return self.on_validators(Ok::<_, &str>(None));
         }
         if !status.is_success() {
-            return self.on_validators(Err(format!("the internal GET answered {status}").into()));
+            return self.on_validators(Err(format!("the internal GET answered {status}")));
         }
         let found = Validators::from_headers(response.headers());
         if found.etag.is_none()
@@ -587,7 +580,7 @@ where
                 found: Some(found),
             });
         }
-        self.on_validators(Ok(Some(found)))
+        self.on_validators(Ok::<_, &str>(Some(found)))
     }
 
     fn on_response(
@@ -600,13 +593,12 @@ where
                 let needs_tag = response.status().is_success()
                     && !response.headers().contains_key(header::ETAG)
                     && self.method != Method::DELETE;
-                let response = response.map(ConditionalBody::pass_through);
                 match (needs_tag, self.after_write.take()) {
                     (true, Some(fut)) => Step::Next(State::AfterWrite {
                         fut,
                         response: Some(response),
                     }),
-                    _ => Step::Done(Ok(response)),
+                    _ => Step::Done(Ok(response.map(ConditionalBody::pass_through))),
                 }
             }
             Mode::Read { .. } => {

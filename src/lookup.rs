@@ -33,13 +33,15 @@
 
 use std::future::Future;
 
-use futures_util::future::{MapErr, Ready, TryFutureExt};
+use std::convert::Infallible;
+use std::fmt::Display;
+
+use futures_util::future::Ready;
 use http::{header, HeaderMap, Request};
 use tower::util::{Oneshot, ServiceExt};
 use tower::Service;
 
 use crate::precondition::Validators;
-use crate::BoxError;
 
 /// The request a version lookup receives: the original request's head, without its body.
 pub type LookupRequest = Request<()>;
@@ -102,8 +104,8 @@ where
 /// A source of current validators for requests with bodies of type `B`.
 ///
 /// Implemented by [`InnerGet`] (when `B: Default`), by [`NoLookup`], and by every
-/// `Service<LookupRequest, Response = Option<Validators>>` whose error converts into
-/// [`BoxError`]. It is sealed: the service contract is the extension point.
+/// `Service<LookupRequest, Response = Option<Validators>>` whose error implements `Display`
+/// (it is logged, never sent). It is sealed: the service contract is the extension point.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot find current validators for requests with body type `{B}`",
     note = "the default source, `InnerGet`, builds an empty GET and needs `{B}: Default` (hyper's `Incoming` is not)",
@@ -133,7 +135,8 @@ pub(crate) mod sealed {
         note = "configure `.lookup(..)` or `.no_lookup()` on the layer, or map the request body to one that is `Default`"
     )]
     pub trait Source<B>: Clone {
-        type Future: Future<Output = Result<Option<Validators>, BoxError>>;
+        type Error: Display;
+        type Future: Future<Output = Result<Option<Validators>, Self::Error>>;
 
         /// Starts finding the validators for `req`.
         fn begin(&mut self, req: &Request<B>) -> Begin<Self::Future, B>;
@@ -142,9 +145,10 @@ pub(crate) mod sealed {
         fn is_service(&self) -> bool;
     }
 
-    type Unused = Ready<Result<Option<Validators>, BoxError>>;
+    type Unused = Ready<Result<Option<Validators>, Infallible>>;
 
     impl<B: Default> Source<B> for InnerGet {
+        type Error = Infallible;
         type Future = Unused;
 
         fn begin(&mut self, req: &Request<B>) -> Begin<Self::Future, B> {
@@ -157,6 +161,7 @@ pub(crate) mod sealed {
     }
 
     impl<B> Source<B> for NoLookup {
+        type Error = Infallible;
         type Future = Unused;
 
         fn begin(&mut self, _req: &Request<B>) -> Begin<Self::Future, B> {
@@ -171,16 +176,13 @@ pub(crate) mod sealed {
     impl<B, L> Source<B> for L
     where
         L: Service<LookupRequest, Response = Option<Validators>> + Clone,
-        L::Error: Into<BoxError>,
+        L::Error: Display,
     {
-        type Future = MapErr<Oneshot<L, LookupRequest>, fn(L::Error) -> BoxError>;
+        type Error = L::Error;
+        type Future = Oneshot<L, LookupRequest>;
 
         fn begin(&mut self, req: &Request<B>) -> Begin<Self::Future, B> {
-            Begin::Lookup(
-                self.clone()
-                    .oneshot(head_of(req))
-                    .map_err(Into::into as fn(_) -> _),
-            )
+            Begin::Lookup(self.clone().oneshot(head_of(req)))
         }
 
         fn is_service(&self) -> bool {

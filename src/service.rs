@@ -16,7 +16,6 @@ use crate::lookup::{InnerGet, VersionLookup};
 use crate::precondition::{method_kind, Conditions, MethodKind};
 use crate::predicate::{DefaultPredicate, Predicate};
 use crate::response::{Rejection, RejectionKind};
-use crate::BoxError;
 
 /// Middleware that answers conditional requests; build it with [`ConditionalLayer`].
 ///
@@ -81,7 +80,6 @@ where
     L: VersionLookup<ReqBody>,
     P: Predicate,
     ResBody: Body,
-    ResBody::Error: Into<BoxError>,
 {
     type Response = Response<ConditionalBody<ResBody>>;
     type Error = S::Error;
@@ -129,7 +127,7 @@ where
                     if self.config.require_preconditions {
                         let rejection =
                             Rejection::new(RejectionKind::PreconditionRequired, ctx.grpc);
-                        let response = ctx.reject(rejection);
+                        let response = self.config.render(&rejection);
                         return ResponseFuture::new(State::immediate(response), ctx);
                     }
                 } else if let Some(plan) = self.plan(&mut ctx, &req) {
@@ -174,7 +172,6 @@ impl<S, L, P> Conditional<S, L, P> {
         L: Source<ReqBody>,
         P: Predicate,
         ResBody: Body,
-        ResBody::Error: Into<BoxError>,
     {
         // `self.inner` is the service `poll_ready` readied: it goes with this request, and
         // a clone (not yet ready) stays for the next one.

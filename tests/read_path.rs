@@ -567,3 +567,28 @@ async fn entity_tag_helpers_agree_with_the_layer() {
     assert_eq!(tag, EntityTag::from_content(b"same bytes"));
     assert!(!tag.is_weak());
 }
+
+#[tokio::test]
+async fn futures_can_be_spawned_even_when_the_inner_body_error_is_a_box_error() {
+    // Regression: an `Into<BoxError>` bound on the service impl made futures over
+    // `BoxBody<_, BoxError>` unspawnable ("implementation of `From` is not general enough").
+    fn assert_send_sync_clone<T: Send + Sync + Clone>(_: &T) {}
+    let inner = service_fn(|_req: Request<String>| async {
+        Ok::<_, Infallible>(Response::new(full("spawned")))
+    });
+    let svc = ConditionalLayer::new().layer(inner);
+    assert_send_sync_clone(&svc);
+    for method in [Method::GET, Method::PUT] {
+        let req = Request::builder()
+            .method(method)
+            .uri("/")
+            .header("if-match", "*")
+            .body(String::new())
+            .unwrap();
+        let svc = svc.clone();
+        let status = tokio::spawn(async move { svc.oneshot(req).await.unwrap().status() })
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+    }
+}
