@@ -232,7 +232,7 @@ impl<B: Body> ConditionalBody<B> {
             Kind::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            Kind::Empty { hint } => hint.clone(),
+            Kind::Empty { hint } => *hint,
         }
     }
 }

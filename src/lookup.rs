@@ -119,7 +119,9 @@ impl<B, T: sealed::Source<B>> VersionLookup<B> for T {}
 pub(crate) mod sealed {
     use super::*;
 
-    /// How the validators for one request will be found.
+    /// How the validators for one request will be found. Short-lived: built and matched
+    /// at once in `call`, so the size of the probe variant costs nothing.
+    #[allow(clippy::large_enum_variant)]
     pub enum Begin<F, B> {
         /// Evaluate nothing: let the request through.
         Skip,

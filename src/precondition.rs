@@ -453,13 +453,22 @@ mod tests {
     use Decision::*;
     use Failed::*;
 
+    /// (rule checked, method, request fields, current validators, expected decision)
+    type Row<'a> = (
+        &'a str,
+        Method,
+        Vec<(&'a str, &'a str)>,
+        Option<&'a Validators>,
+        Decision,
+    );
+
     #[test]
     fn table() {
         let cur = current();
         let weak = weak_current();
         let some = Some(&cur);
         #[rustfmt::skip]
-        let rows: Vec<(&str, Method, Vec<(&str, &str)>, Option<&Validators>, Decision)> = vec![
+        let rows: Vec<Row<'_>> = vec![
             ("§13.2.2: no conditions proceed", Method::GET, vec![], some, Proceed),
             ("§13.1.1: If-Match with the current strong tag is true", Method::PUT, vec![("if-match", "\"a\"")], some, Proceed),
             ("§13.1.1: If-Match true if any listed tag matches", Method::PUT, vec![("if-match", "\"x\", \"a\"")], some, Proceed),
