@@ -524,6 +524,16 @@ where
         );
         let request = self.request.as_mut().expect("request held while deciding");
         match decision {
+            // RFC 9110 §13.2.1: preconditions are ignored where the answer without them would
+            // not be 2xx. A read of nothing is the service's to answer (typically 404); so is
+            // a write that cannot create, which the layer answers 404 without running it.
+            _ if current.is_none() && matches!(self.mode, Mode::Read { .. }) => {}
+            Decision::PreconditionFailed(_)
+                if current.is_none() && !self.config.creating_methods.contains(&self.method) =>
+            {
+                let rejection = Rejection::new(RejectionKind::NotFound, self.grpc);
+                return Step::Done(Ok(self.reject(rejection)));
+            }
             Decision::PreconditionFailed(failed) => {
                 let rejection =
                     Rejection::new(RejectionKind::PreconditionFailed(failed), self.grpc)

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
+use http::Method;
 use tower_layer::Layer;
 
 use crate::lookup::{InnerGet, NoLookup};
@@ -28,6 +29,7 @@ pub(crate) struct Config {
     pub(crate) options: Options,
     pub(crate) locks: Option<Arc<LockTable>>,
     pub(crate) on_reject: Option<Arc<RejectFn>>,
+    pub(crate) creating_methods: Vec<Method>,
 }
 
 impl Config {
@@ -49,6 +51,7 @@ impl Default for Config {
             options: Options::default(),
             locks: None,
             on_reject: None,
+            creating_methods: vec![Method::PUT],
         }
     }
 }
@@ -63,6 +66,7 @@ impl fmt::Debug for Config {
             .field("weak_if_match", &self.options.weak_if_match)
             .field("serialize_writes", &self.locks.is_some())
             .field("on_reject", &self.on_reject.as_ref().map(|_| ".."))
+            .field("creating_methods", &self.creating_methods)
             .finish()
     }
 }
@@ -253,7 +257,20 @@ impl<L, P> ConditionalLayer<L, P> {
         self
     }
 
-    /// Renders 412, 428 and 503 responses with `f` instead of
+    /// The methods that can create their target (default: only PUT).
+    ///
+    /// RFC 9110 §13.2.1 has preconditions ignored where the response without them would
+    /// not be 2xx. When the lookup reports that the target does not exist, a write with such
+    /// a method would create it, so a failing `If-Match` is answered 412; any other method
+    /// would find nothing to act on, so the layer answers `404 Not Found` instead — without
+    /// calling the service, so nothing can be written. List PATCH or POST here if your
+    /// service creates resources with them.
+    pub fn creating_methods<I: IntoIterator<Item = Method>>(mut self, methods: I) -> Self {
+        self.config.creating_methods = methods.into_iter().collect();
+        self
+    }
+
+    /// Renders 404, 412, 428 and 503 responses with `f` instead of
     /// [`Rejection::default_response`].
     pub fn on_reject<F>(mut self, f: F) -> Self
     where

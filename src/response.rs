@@ -37,6 +37,9 @@ pub enum RejectionKind {
     /// The current validators could not be found (lookup error or timeout, or the internal
     /// GET failed): 503, fail closed.
     LookupFailed,
+    /// A write whose method cannot create was sent to a target that does not exist: 404
+    /// (see [`ConditionalLayer::creating_methods`](crate::ConditionalLayer::creating_methods)).
+    NotFound,
 }
 
 /// A request the layer refused, with what a response needs to explain it.
@@ -66,12 +69,13 @@ impl Rejection {
         self.kind
     }
 
-    /// The HTTP status this rejection stands for: 412, 428 or 503.
+    /// The HTTP status this rejection stands for: 412, 428, 503 or 404.
     pub fn status(&self) -> StatusCode {
         match self.kind {
             RejectionKind::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             RejectionKind::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             RejectionKind::LookupFailed => StatusCode::SERVICE_UNAVAILABLE,
+            RejectionKind::NotFound => StatusCode::NOT_FOUND,
         }
     }
 
@@ -91,6 +95,7 @@ impl Rejection {
             RejectionKind::PreconditionFailed(_) => "Precondition Failed",
             RejectionKind::PreconditionRequired => "Precondition Required",
             RejectionKind::LookupFailed => "Service Unavailable",
+            RejectionKind::NotFound => "Not Found",
         }
     }
 
@@ -112,6 +117,7 @@ impl Rejection {
             RejectionKind::LookupFailed => {
                 "the current state of the resource could not be determined; nothing was changed, retry later"
             }
+            RejectionKind::NotFound => "the target resource does not exist",
         }
     }
 
@@ -142,7 +148,7 @@ impl Rejection {
             RejectionKind::PreconditionRequired => {
                 json.push_str(",\"condition\":\"If-Match\"");
             }
-            RejectionKind::LookupFailed => {}
+            RejectionKind::LookupFailed | RejectionKind::NotFound => {}
         }
         if let Some(tag) = &self.current {
             json.push_str(",\"current_etag\":");
@@ -167,10 +173,12 @@ impl Rejection {
     }
 
     /// A trailers-only gRPC response: HTTP 200 with `grpc-status` 9 (FAILED_PRECONDITION)
-    /// for 412 and 428, 14 (UNAVAILABLE) for 503, and the detail as `grpc-message`.
+    /// for 412 and 428, 14 (UNAVAILABLE) for 503, 5 (NOT_FOUND) for 404, and the detail as
+    /// `grpc-message`.
     pub fn grpc_response(&self) -> http::Response<Bytes> {
         let code = match self.kind {
             RejectionKind::LookupFailed => "14",
+            RejectionKind::NotFound => "5",
             _ => "9",
         };
         let mut response = http::Response::new(Bytes::new());

@@ -107,6 +107,11 @@ where
                 ctx.mode = Mode::Read { head, as_get };
                 if as_get {
                     *req.method_mut() = Method::GET;
+                    // Range is defined for GET only (RFC 9110 §14.2): a HEAD answers like a
+                    // GET without it, so the forwarded GET must not carry it.
+                    req.headers_mut().remove(header::RANGE);
+                    req.headers_mut().remove(header::IF_RANGE);
+                    ctx.conditions.has_range = false;
                 }
                 ctx.lookup_answers_reads = self.config.lookup_reads && self.lookup.is_service();
                 let if_range = ctx.method == Method::GET

@@ -222,31 +222,48 @@ async fn if_match_star_and_absent_targets() {
         .await
         .unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
-    // If-Match on a target with no current representation: 412, whatever the method.
-    for method in [Method::PUT, Method::DELETE, Method::PATCH] {
-        let req = Request::builder()
-            .method(method.clone())
-            .uri("/u/none")
-            .header("if-match", "*")
-            .body(String::new())
-            .unwrap();
-        assert_eq!(
-            svc.clone().oneshot(req).await.unwrap().status(),
-            StatusCode::PRECONDITION_FAILED,
-            "{method}"
-        );
-        let req = Request::builder()
-            .method(method.clone())
-            .uri("/u/none")
-            .header("if-match", tag_of("x"))
-            .body(String::new())
-            .unwrap();
-        assert_eq!(
-            svc.clone().oneshot(req).await.unwrap().status(),
-            StatusCode::PRECONDITION_FAILED,
-            "{method}"
-        );
+    // If-Match on a target with no current representation: a PUT would create it, so the
+    // precondition is evaluated (412); DELETE and PATCH would answer 404 without conditions,
+    // so 404 it stays (RFC 9110 §13.2.1) — answered by the layer, the handler never runs.
+    for (method, expected) in [
+        (Method::PUT, StatusCode::PRECONDITION_FAILED),
+        (Method::DELETE, StatusCode::NOT_FOUND),
+        (Method::PATCH, StatusCode::NOT_FOUND),
+    ] {
+        for if_match in ["*".to_owned(), tag_of("x")] {
+            let req = Request::builder()
+                .method(method.clone())
+                .uri("/u/none")
+                .header("if-match", &if_match)
+                .body(String::new())
+                .unwrap();
+            assert_eq!(
+                svc.clone().oneshot(req).await.unwrap().status(),
+                expected,
+                "{method} If-Match: {if_match}"
+            );
+        }
     }
+    assert_eq!(
+        store.handled.load(Ordering::SeqCst),
+        1,
+        "only the successful PUT reached the handler"
+    );
+    // Declaring PATCH as creating makes it a 412 instead.
+    let svc = ConditionalLayer::new()
+        .lookup(store.lookup())
+        .creating_methods([Method::PUT, Method::PATCH])
+        .layer(store.handler());
+    let req = Request::builder()
+        .method(Method::PATCH)
+        .uri("/u/none")
+        .header("if-match", "*")
+        .body(String::new())
+        .unwrap();
+    assert_eq!(
+        svc.oneshot(req).await.unwrap().status(),
+        StatusCode::PRECONDITION_FAILED
+    );
     assert_eq!(store.writes.load(Ordering::SeqCst), 1);
 }
 
