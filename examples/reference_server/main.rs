@@ -1,0 +1,78 @@
+//! The reference server: a fixed contract that external conformance checks run against.
+//!
+//! ```sh
+//! cargo run --example reference_server -- --addr 127.0.0.1:0
+//! ```
+//!
+//! The first line on stdout is `listening on http://IP:PORT`. Routes, one in-memory store:
+//!
+//! - `/items/{id}` — GET/HEAD the stored bytes (stored `Content-Type`, `Last-Modified`,
+//!   `Cache-Control: no-cache`, `Vary: Accept`, `Content-Location`; a single
+//!   `Range: bytes=a-b` gives 206); PUT stores the body as-is (201/200, answering the stored
+//!   representation with its ETag); PATCH applies a JSON merge patch (RFC 7396); POST adds 1
+//!   to the top-level JSON number `posts`; DELETE → 204; OPTIONS → 204 with `Allow`; absent
+//!   → 404. The layer's lookup reads the store.
+//! - `/strict/items/{id}` — the same, with preconditions required (428) on PUT/PATCH/DELETE.
+//! - `/private/items/{id}` — the same behind `Authorization: Bearer let-me-in` (401 first).
+//! - `/blob/{n}` — n bytes, byte i = i % 251, in 8 KiB chunks, no `Content-Length`
+//!   (`max_buffer` 1 MiB). `/sse` — one event every 100 ms, forever.
+
+mod app;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+
+fn parse_addr() -> Result<SocketAddr, String> {
+    let mut args = std::env::args().skip(1);
+    let mut addr = "127.0.0.1:8080".to_owned();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--addr" => {
+                addr = args
+                    .next()
+                    .ok_or("--addr needs a value, e.g. 127.0.0.1:0")?
+            }
+            "-h" | "--help" => {
+                println!("usage: reference_server [--addr IP:PORT]");
+                std::process::exit(0);
+            }
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?}; usage: reference_server [--addr IP:PORT]"
+                ))
+            }
+        }
+    }
+    addr.parse()
+        .map_err(|e| format!("bad --addr {addr:?}: {e}"))
+}
+
+#[tokio::main]
+async fn main() {
+    let addr = match parse_addr() {
+        Ok(addr) => addr,
+        Err(message) => {
+            eprintln!("{message}");
+            std::process::exit(2);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("cannot bind {addr}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let local = listener
+        .local_addr()
+        .expect("a bound listener has an address");
+    println!("listening on http://{local}");
+    let _ = std::io::stdout().flush();
+    let app = app::app(app::Store::default());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .expect("server error");
+}
