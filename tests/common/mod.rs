@@ -114,3 +114,46 @@ pub async fn send(
     tokio::spawn(conn);
     sender.send_request(req).await.unwrap()
 }
+
+/// The compiled example next to this test binary (cargo builds examples for `cargo test`).
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    dir.join("examples").join(name)
+}
+
+/// A running example process, killed when dropped.
+pub struct Running {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts an example binary whose first stdout line is `listening on http://IP:PORT`, and
+/// keeps draining its output so that it never blocks on a full pipe.
+pub fn spawn_example(name: &str, args: &[&str]) -> Running {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(example_binary(name))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("example {name} is built by cargo test: {e}"));
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    let addr = first
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| {
+            panic!("first stdout line of {name} should announce the address, got {first:?}")
+        })
+        .parse()
+        .unwrap();
+    std::thread::spawn(move || for _ in lines {});
+    Running { child, addr }
+}
