@@ -24,6 +24,12 @@
 //!   `If-Match` work with no cooperation from the service. It needs the request body type to
 //!   implement `Default` (to build the empty `GET`); for hyper's `Incoming`, configure a lookup
 //!   or [`NoLookup`], or map the body to a boxed one first.
+//!
+//!   The GET goes to the service the layer wraps, which must therefore route by method (a
+//!   whole router, a hyper service). axum's `Router::layer`, `route_layer` and
+//!   `MethodRouter::layer` wrap each method's handler on its own: there the GET would reach
+//!   the PUT (or DELETE) handler itself. Give such write routes a lookup, or wrap the whole
+//!   `Router` instead.
 //! * [`NoLookup`]: write preconditions are not evaluated by the layer at all; they reach the
 //!   handler untouched.
 //!

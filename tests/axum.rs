@@ -180,3 +180,54 @@ async fn method_router_layer_keeps_a_handler_etag() {
     assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
     let _: HeaderMap = resp.headers().clone();
 }
+
+#[tokio::test]
+async fn the_internal_get_works_when_the_layer_wraps_the_whole_router() {
+    // No lookup: the layer checks If-Match with an internal GET. That GET must be routed to
+    // the GET handler, so the layer wraps the Router from outside (not Router::layer, which
+    // axum applies to each method's handler separately).
+    let db = Db::default();
+    db.lock().unwrap().insert("1".into(), "first".into());
+    let router = Router::new()
+        .route("/items/{id}", get(read).put(write))
+        .with_state(db.clone());
+    let app = tower::Layer::layer(&ConditionalLayer::new(), router);
+
+    let got = app
+        .clone()
+        .oneshot(req("GET", "/items/1", &[], ""))
+        .await
+        .unwrap();
+    let tag = got.headers()[header::ETAG].to_str().unwrap().to_owned();
+    let stale = app
+        .clone()
+        .oneshot(req("PUT", "/items/1", &[("if-match", "\"nope\"")], "x"))
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(db.lock().unwrap()["1"], "first", "the probe did not write");
+    let ok = app
+        .clone()
+        .oneshot(req("PUT", "/items/1", &[("if-match", &tag)], "second"))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::NO_CONTENT);
+    assert_eq!(db.lock().unwrap()["1"], "second");
+
+    // And it can be served: an outer Router takes it as its fallback service.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, Router::new().fallback_service(app)).await });
+    let resp = common::send(
+        addr,
+        http::Request::get("/items/1")
+            .header("host", "x")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        resp.headers()[header::ETAG],
+        independent_tag(b"second").as_str()
+    );
+}

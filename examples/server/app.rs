@@ -166,13 +166,13 @@ async fn delete(db: &Db, kind: &str, id: &str, e: Option<&Expectation>) -> Respo
 // ---- /Users: SCIM-like -------------------------------------------------------------------
 
 /// The stored User document: the client's attributes plus id, schema and meta.
-fn user_doc(id: &str, mut attributes: serde_json::Map<String, Value>) -> Result<Vec<u8>, Response> {
+/// Errors are the detail of a 400.
+fn user_doc(
+    id: &str,
+    mut attributes: serde_json::Map<String, Value>,
+) -> Result<Vec<u8>, &'static str> {
     let Some(Value::String(_)) = attributes.get("userName") else {
-        return Err(problem(
-            StatusCode::BAD_REQUEST,
-            "a User needs a string userName",
-            json!({}),
-        ));
+        return Err("a User needs a string userName");
     };
     attributes.remove("meta");
     attributes.insert("schemas".into(), json!([USER_SCHEMA]));
@@ -184,14 +184,10 @@ fn user_doc(id: &str, mut attributes: serde_json::Map<String, Value>) -> Result<
     Ok(serde_json::to_vec(&Value::Object(attributes)).expect("JSON serializes"))
 }
 
-fn parse_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, Response> {
+fn parse_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, &'static str> {
     match serde_json::from_slice(body) {
         Ok(Value::Object(map)) => Ok(map),
-        _ => Err(problem(
-            StatusCode::BAD_REQUEST,
-            "the body must be a JSON object",
-            json!({}),
-        )),
+        _ => Err("the body must be a JSON object"),
     }
 }
 
@@ -238,7 +234,7 @@ async fn create_user(State(db): State<Db>, body: Bytes) -> Response {
     let id = new_id();
     let doc = match parse_object(&body).and_then(|attrs| user_doc(&id, attrs)) {
         Ok(doc) => doc,
-        Err(response) => return response,
+        Err(detail) => return problem(StatusCode::BAD_REQUEST, detail, json!({})),
     };
     write(&db, "User", &id, None, doc, SCIM_JSON).await
 }
@@ -259,7 +255,7 @@ async fn replace_user(
 ) -> Response {
     let doc = match parse_object(&body).and_then(|attrs| user_doc(&id, attrs)) {
         Ok(doc) => doc,
-        Err(response) => return response,
+        Err(detail) => return problem(StatusCode::BAD_REQUEST, detail, json!({})),
     };
     // SCIM PUT replaces; it never creates: an absent user stays absent.
     let (expect, tag) = expect_of(e.as_deref());
@@ -302,7 +298,7 @@ async fn patch_user(
     };
     let doc = match user_doc(&id, attrs) {
         Ok(doc) => doc,
-        Err(response) => return response,
+        Err(detail) => return problem(StatusCode::BAD_REQUEST, detail, json!({})),
     };
     // The patch was applied to `current`: write only if that is still what is stored.
     let (_, validated) = expect_of(e.as_deref());

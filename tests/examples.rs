@@ -1,0 +1,364 @@
+//! Every integration example, run as its built binary and driven over real HTTP (and gRPC).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{collect, spawn_example};
+use http::{header, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> http::Response<hyper::body::Incoming> {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, "test");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    common::send(
+        addr,
+        b.body(Full::new(Bytes::from(body.to_owned()))).unwrap(),
+    )
+    .await
+}
+
+fn tag<B>(r: &http::Response<B>) -> String {
+    r.headers()[header::ETAG].to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn axum_per_route() {
+    let server = spawn_example("axum_per_route", &["--addr", "127.0.0.1:0"]);
+    let a = server.addr;
+
+    // Hash-only.
+    let doc = send(a, "GET", "/docs/intro", &[], "").await;
+    let t = tag(&doc);
+    assert_eq!(
+        send(a, "GET", "/docs/intro", &[("if-none-match", &t)], "")
+            .await
+            .status(),
+        StatusCode::NOT_MODIFIED
+    );
+
+    // Lookup-backed resource.
+    let created = send(a, "PUT", "/notes/1", &[("if-none-match", "*")], "first").await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    assert_eq!(
+        send(a, "PUT", "/notes/1", &[("if-none-match", "*")], "again")
+            .await
+            .status(),
+        StatusCode::PRECONDITION_FAILED
+    );
+    assert_eq!(
+        send(a, "PUT", "/notes/1", &[("if-match", "\"stale\"")], "x")
+            .await
+            .status(),
+        StatusCode::PRECONDITION_FAILED
+    );
+    let note = send(a, "GET", "/notes/1", &[], "").await;
+    let t = tag(&note);
+    assert_eq!(collect(note.into_body()).await, "first");
+    assert_eq!(
+        send(a, "PUT", "/notes/1", &[("if-match", &t)], "second")
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+
+    // Strict, checked with the internal GET.
+    assert_eq!(
+        send(a, "PUT", "/config", &[], "mode = fast").await.status(),
+        StatusCode::PRECONDITION_REQUIRED
+    );
+    let t = tag(&send(a, "GET", "/config", &[], "").await);
+    assert_eq!(
+        send(
+            a,
+            "PUT",
+            "/config",
+            &[("if-match", "\"old\"")],
+            "mode = fast"
+        )
+        .await
+        .status(),
+        StatusCode::PRECONDITION_FAILED
+    );
+    assert_eq!(
+        send(a, "PUT", "/config", &[("if-match", &t)], "mode = fast")
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+
+    // Streams untouched.
+    let events = send(a, "GET", "/events", &[], "").await;
+    assert!(!events.headers().contains_key(header::ETAG));
+    let mut body = events.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .expect("an event before the stream ends");
+    assert!(first
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap()
+        .starts_with(b"data: "));
+    let export = send(a, "GET", "/export", &[], "").await;
+    assert!(!export.headers().contains_key(header::ETAG));
+    assert_eq!(collect(export.into_body()).await.len(), 64 * 1024 * 1024);
+
+    // The handler's own tag.
+    let version = send(a, "GET", "/version", &[], "").await;
+    assert_eq!(tag(&version), "W/\"build-42\"");
+    assert_eq!(
+        send(
+            a,
+            "GET",
+            "/version",
+            &[("if-none-match", "W/\"build-42\"")],
+            ""
+        )
+        .await
+        .status(),
+        StatusCode::NOT_MODIFIED
+    );
+}
+
+#[tokio::test]
+async fn hyper_service() {
+    let server = spawn_example("hyper_service", &["--addr", "127.0.0.1:0"]);
+    let a = server.addr;
+    let got = send(a, "GET", "/counter", &[], "").await;
+    let t = tag(&got);
+    assert_eq!(collect(got.into_body()).await, "0");
+    assert_eq!(
+        send(a, "PUT", "/counter", &[("if-match", "\"stale\"")], "5")
+            .await
+            .status(),
+        StatusCode::PRECONDITION_FAILED
+    );
+    assert_eq!(
+        collect(send(a, "GET", "/counter", &[], "").await.into_body()).await,
+        "0"
+    );
+    assert_eq!(
+        send(a, "PUT", "/counter", &[("if-match", &t)], "1")
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        send(a, "GET", "/counter", &[("if-none-match", &t)], "")
+            .await
+            .status(),
+        StatusCode::OK,
+        "changed"
+    );
+}
+
+#[tokio::test]
+async fn service_builder_gives_each_encoding_its_own_strong_tag() {
+    let server = spawn_example("service_builder", &["--addr", "127.0.0.1:0"]);
+    let a = server.addr;
+    let gzip = send(a, "GET", "/report", &[("accept-encoding", "gzip")], "").await;
+    assert_eq!(gzip.headers()[header::CONTENT_ENCODING], "gzip");
+    let gzip_tag = tag(&gzip);
+    let gzip_bytes = collect(gzip.into_body()).await;
+    assert_eq!(
+        gzip_tag,
+        common::independent_tag(&gzip_bytes),
+        "the tag is of the bytes on the wire"
+    );
+    let identity = send(a, "GET", "/report", &[], "").await;
+    assert!(!identity.headers().contains_key(header::CONTENT_ENCODING));
+    let identity_tag = tag(&identity);
+    assert_ne!(gzip_tag, identity_tag);
+
+    let again = send(
+        a,
+        "GET",
+        "/report",
+        &[("accept-encoding", "gzip"), ("if-none-match", &gzip_tag)],
+        "",
+    )
+    .await;
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert!(again.headers()[header::VARY]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase()
+        .contains("accept-encoding"));
+    let again = send(a, "GET", "/report", &[("if-none-match", &identity_tag)], "").await;
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    // One encoding's tag does not validate the other.
+    let crossed = send(
+        a,
+        "GET",
+        "/report",
+        &[
+            ("accept-encoding", "gzip"),
+            ("if-none-match", &identity_tag),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(crossed.status(), StatusCode::OK);
+}
+
+/// The example's message types, for the client side.
+#[path = "../examples/grpc.rs"]
+#[allow(dead_code)]
+mod grpc_example;
+
+mod grpc {
+    use super::*;
+    use tonic::codegen::http::uri::PathAndQuery;
+
+    use super::grpc_example::{GetItem, Item, UpdateItem, WatchItem};
+
+    async fn client(addr: SocketAddr) -> tonic::client::Grpc<tonic::transport::Channel> {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        tonic::client::Grpc::new(channel)
+    }
+
+    async fn unary<Req: prost::Message + Send + Sync + 'static>(
+        addr: SocketAddr,
+        path: &'static str,
+        msg: Req,
+        metadata: &[(&'static str, &str)],
+    ) -> Result<Item, tonic::Status> {
+        let mut grpc = client(addr).await;
+        grpc.ready().await.unwrap();
+        let mut req = tonic::Request::new(msg);
+        for (k, v) in metadata {
+            req.metadata_mut().insert(*k, v.parse().unwrap());
+        }
+        let codec = tonic_prost::ProstCodec::<Req, Item>::default();
+        grpc.unary(req, PathAndQuery::from_static(path), codec)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    #[tokio::test]
+    async fn unary_streaming_and_guarded_updates() {
+        let server = spawn_example("grpc", &["--addr", "127.0.0.1:0"]);
+        let a = server.addr;
+        let item = unary(a, "/items.Items/Get", GetItem { id: "42".into() }, &[])
+            .await
+            .unwrap();
+        assert_eq!(item.value, "the answer");
+        let missing = unary(a, "/items.Items/Get", GetItem { id: "nope".into() }, &[])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            missing.code(),
+            tonic::Code::NotFound,
+            "statuses in trailers pass through"
+        );
+
+        // A server stream passes through whole, ending with its grpc-status trailer.
+        let mut grpc = client(a).await;
+        grpc.ready().await.unwrap();
+        let codec = tonic_prost::ProstCodec::<WatchItem, Item>::default();
+        let response = grpc
+            .server_streaming(
+                tonic::Request::new(WatchItem {
+                    id: "42".into(),
+                    count: 5,
+                }),
+                PathAndQuery::from_static("/items.Items/Watch"),
+                codec,
+            )
+            .await
+            .unwrap();
+        let mut stream = response.into_inner();
+        let mut n = 0;
+        while let Some(item) = stream.message().await.unwrap() {
+            assert!(item.value.starts_with("the answer #"));
+            n += 1;
+        }
+        assert_eq!(n, 5);
+        assert!(
+            stream.trailers().await.unwrap().is_some(),
+            "trailers intact"
+        );
+
+        let update = |value: &str| UpdateItem {
+            id: "42".into(),
+            value: value.into(),
+        };
+        let stale = unary(
+            a,
+            "/items.Items/Update",
+            update("lost"),
+            &[("item-id", "42"), ("if-match", "\"stale\"")],
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            stale.code(),
+            tonic::Code::FailedPrecondition,
+            "a gRPC status, not HTTP 412"
+        );
+        let current = unary(a, "/items.Items/Get", GetItem { id: "42".into() }, &[])
+            .await
+            .unwrap();
+        assert_eq!(current.value, "the answer", "nothing written");
+        let fresh = unary(
+            a,
+            "/items.Items/Update",
+            update("new"),
+            &[("item-id", "42"), ("if-match", &item.etag)],
+        )
+        .await
+        .unwrap();
+        assert_eq!(fresh.value, "new");
+        let plain = unary(a, "/items.Items/Update", update("unconditional"), &[])
+            .await
+            .unwrap();
+        assert_eq!(plain.value, "unconditional");
+    }
+
+    #[test]
+    fn raw_http2_view_of_a_rejection_is_trailers_only() {
+        // The same rejection, seen as HTTP: 200, grpc-status 9, no body.
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let server = spawn_example("grpc", &["--addr", "127.0.0.1:0"]);
+            let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+            let (mut sender, conn) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(stream),
+            )
+            .await
+            .unwrap();
+            tokio::spawn(conn);
+            let req = Request::post(format!("http://{}/items.Items/Update", server.addr))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .header("item-id", "42")
+                .header("if-match", "\"stale\"")
+                .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+                .unwrap();
+            let resp = sender.send_request(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert_eq!(resp.headers()["grpc-status"], "9");
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert!(body.is_empty());
+        });
+    }
+}
