@@ -446,7 +446,7 @@ fn not_modified_from<B: Body>(current: &Validators) -> Response<ConditionalBody<
     if let Some(tag) = &current.etag {
         headers.insert(header::ETAG, tag.to_header_value());
     } else if let Some(time) = current.last_modified {
-        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(time)) {
+        if let Some(v) = crate::header::http_date(time) {
             headers.insert(header::LAST_MODIFIED, v);
         }
     }

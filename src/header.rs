@@ -179,6 +179,24 @@ pub(crate) fn parse_date_value(value: &HeaderValue) -> Option<SystemTime> {
     httpdate::parse_http_date(text).ok()
 }
 
+/// Formats `time` as an IMF-fixdate header value; `None` outside the years an HTTP-date can
+/// express (1970 to 9999), instead of the panic `httpdate` would raise.
+///
+/// ```
+/// # use std::time::{Duration, UNIX_EPOCH};
+/// # use tower_conditional::header::http_date;
+/// assert_eq!(http_date(UNIX_EPOCH + Duration::from_secs(784111777)).unwrap(), "Sun, 06 Nov 1994 08:49:37 GMT");
+/// assert!(http_date(UNIX_EPOCH - Duration::from_secs(1)).is_none());
+/// ```
+pub fn http_date(time: SystemTime) -> Option<HeaderValue> {
+    const YEAR_10000: u64 = 253_402_300_800;
+    let secs = time.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    if secs >= YEAR_10000 {
+        return None;
+    }
+    HeaderValue::from_str(&httpdate::fmt_http_date(time)).ok()
+}
+
 /// Truncates a time to whole seconds, the resolution of an HTTP-date.
 pub fn to_http_seconds(time: SystemTime) -> SystemTime {
     match time.duration_since(UNIX_EPOCH) {

@@ -1001,3 +1001,39 @@ async fn the_layer_clones_and_stays_usable_when_a_deferred_request_is_dropped() 
         "only the second request wrote"
     );
 }
+
+#[tokio::test]
+async fn a_lookup_date_outside_http_date_range_does_not_panic() {
+    // Validators from a lookup may hold any SystemTime; a 304 built from them must not panic.
+    let far = lookup_fn(|_req: LookupRequest| async {
+        Ok::<_, Infallible>(Some(
+            Validators::new().with_last_modified(UNIX_EPOCH + Duration::from_secs(400_000_000_000)),
+        ))
+    });
+    let early = lookup_fn(|_req: LookupRequest| async {
+        Ok::<_, Infallible>(Some(
+            Validators::new().with_last_modified(UNIX_EPOCH - Duration::from_secs(10)),
+        ))
+    });
+    let store = Store::with("/u/1", "v1");
+    for svc in [
+        ConditionalLayer::new()
+            .lookup(far)
+            .lookup_reads(true)
+            .layer(store.handler())
+            .boxed_clone(),
+        ConditionalLayer::new()
+            .lookup(early)
+            .lookup_reads(true)
+            .layer(store.handler())
+            .boxed_clone(),
+    ] {
+        let req = with(
+            Request::get("/u/1").body(String::new()).unwrap(),
+            "if-modified-since",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        );
+        let resp = svc.oneshot(req).await.unwrap();
+        assert!(resp.status() == StatusCode::NOT_MODIFIED || resp.status() == StatusCode::OK);
+    }
+}
