@@ -166,8 +166,10 @@ impl<L, P> ConditionalLayer<L, P> {
     /// `Service<LookupRequest, Response = Option<Validators>>`; see [`lookup_fn`](crate::lookup_fn).
     ///
     /// Its entity tags must equal the ones reads carry (see [`lookup`](crate::lookup)). A
-    /// lookup error fails closed with 503. To bound its latency, wrap it in
-    /// `tower::timeout::Timeout`: a timeout is an error like any other.
+    /// lookup error fails closed with 503. To bound its latency, compose it: a
+    /// `tower::timeout::Timeout` turns a slow answer into an error, and since timeouts do not
+    /// cover readiness, `tower::load_shed::LoadShed` turns "not ready" into one —
+    /// `ServiceBuilder::new().load_shed().timeout(d).service(lookup)`.
     pub fn lookup<L2>(self, lookup: L2) -> ConditionalLayer<L2, P> {
         ConditionalLayer {
             lookup,
