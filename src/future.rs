@@ -22,6 +22,7 @@ use tower::Service;
 
 use crate::body::ConditionalBody;
 use crate::etag::ETagHasher;
+use crate::header::parse_date_value;
 use crate::layer::Config;
 use crate::lookup::sealed::Source;
 use crate::precondition::{evaluate, Conditions, Decision, Expectation, Validators};
@@ -240,7 +241,7 @@ where
                                         );
                                         let head = head.take().expect("head held");
                                         let found = ctx.validators_without_hash(&head.headers);
-                                        break ctx.finish_read(head, replay, found);
+                                        break ctx.finish_read(head, replay, found, false);
                                     }
                                     hasher.update(chunks.back().expect("just pushed"));
                                 }
@@ -266,18 +267,25 @@ where
                                 break Step::Done(Ok(ctx.strip_head(head, replay)));
                             }
                             None => {
-                                let mut head = head.take().expect("head held");
-                                let etag = std::mem::take(hasher).finish();
-                                head.headers.insert(header::ETAG, etag.to_header_value());
-                                let mut found = Validators::from_headers(&head.headers);
-                                found.etag = Some(etag);
+                                let head = head.take().expect("head held");
+                                let found = Validators {
+                                    etag: Some(std::mem::take(hasher).finish()),
+                                    // Only a condition reads it.
+                                    last_modified: if ctx.conditions.is_empty() {
+                                        None
+                                    } else {
+                                        head.headers
+                                            .get(header::LAST_MODIFIED)
+                                            .and_then(parse_date_value)
+                                    },
+                                };
                                 let replay = ConditionalBody::replay(
                                     std::mem::take(chunks),
                                     trailers.take(),
                                     None,
                                     None,
                                 );
-                                break ctx.finish_read(head, replay, found);
+                                break ctx.finish_read(head, replay, found, true);
                             }
                         }
                     }
@@ -585,7 +593,7 @@ where
         {
             return Step::Next(State::ProbeBody {
                 body: response.into_body(),
-                hasher: ETagHasher::new(),
+                hasher: ETagHasher::with_algorithm(self.config.hash),
                 len: 0,
                 found: Some(found),
             });
@@ -626,7 +634,7 @@ where
                     return Step::Next(State::Buffering {
                         head: Some(head),
                         body: Some(Box::pin(body)),
-                        hasher: ETagHasher::new(),
+                        hasher: ETagHasher::with_algorithm(self.config.hash),
                         chunks: VecDeque::new(),
                         len: 0,
                         trailers: None,
@@ -638,42 +646,45 @@ where
                     // The lookup's tag describes the selected representation.
                     head.headers.insert(header::ETAG, tag.to_header_value());
                 }
-                self.finish_read(head, ConditionalBody::pass_through(body), found)
+                self.finish_read(head, ConditionalBody::pass_through(body), found, false)
             }
         }
     }
 
     /// A 2xx read with its validators known: 304, 412, or the response.
+    /// `computed`: `found.etag` was computed by the layer and goes into the response.
     fn finish_read(
         &self,
         mut head: http::response::Parts,
         body: ConditionalBody<ResBody>,
         found: Validators,
+        computed: bool,
     ) -> Step<S::Future, LF, ResBody, S::Error> {
-        if self.conditions.is_empty() {
-            return Step::Done(Ok(self.strip_head(head, body)));
+        let decision = if self.conditions.is_empty() {
+            Decision::Proceed
+        } else {
+            evaluate(
+                &self.method,
+                &self.conditions,
+                Some(&found),
+                self.config.options,
+            )
+        };
+        if let Decision::PreconditionFailed(failed) = decision {
+            let rejection = Rejection::new(RejectionKind::PreconditionFailed(failed), self.grpc)
+                .with_current(found.etag);
+            return Step::Done(Ok(self.reject(rejection)));
         }
-        match evaluate(
-            &self.method,
-            &self.conditions,
-            Some(&found),
-            self.config.options,
-        ) {
-            Decision::NotModified => {
-                drop(body);
-                into_not_modified(&mut head.status, &mut head.headers);
-                let empty = ConditionalBody::empty(SizeHint::new());
-                Step::Done(Ok(Response::from_parts(head, empty)))
-            }
-            Decision::PreconditionFailed(failed) => {
-                let rejection =
-                    Rejection::new(RejectionKind::PreconditionFailed(failed), self.grpc)
-                        .with_current(found.etag);
-                Step::Done(Ok(self.reject(rejection)))
-            }
-            Decision::Proceed | Decision::IgnoreRange => {
-                Step::Done(Ok(self.strip_head(head, body)))
-            }
+        if let (true, Some(tag)) = (computed, found.etag) {
+            // Moved, not cloned: the header owns the tag's bytes.
+            head.headers.insert(header::ETAG, tag.into());
         }
+        if decision == Decision::NotModified {
+            drop(body);
+            into_not_modified(&mut head.status, &mut head.headers);
+            let empty = ConditionalBody::empty(SizeHint::new());
+            return Step::Done(Ok(Response::from_parts(head, empty)));
+        }
+        Step::Done(Ok(self.strip_head(head, body)))
     }
 }

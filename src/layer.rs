@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::Method;
 use tower_layer::Layer;
 
+use crate::etag::HashAlgorithm;
 use crate::lookup::{InnerGet, NoLookup};
 use crate::precondition::Options;
 use crate::predicate::DefaultPredicate;
@@ -30,6 +31,7 @@ pub(crate) struct Config {
     pub(crate) locks: Option<Arc<LockTable>>,
     pub(crate) on_reject: Option<Arc<RejectFn>>,
     pub(crate) creating_methods: Vec<Method>,
+    pub(crate) hash: HashAlgorithm,
 }
 
 impl Config {
@@ -52,6 +54,7 @@ impl Default for Config {
             locks: None,
             on_reject: None,
             creating_methods: vec![Method::PUT],
+            hash: HashAlgorithm::Sha256,
         }
     }
 }
@@ -67,6 +70,7 @@ impl fmt::Debug for Config {
             .field("serialize_writes", &self.locks.is_some())
             .field("on_reject", &self.on_reject.as_ref().map(|_| ".."))
             .field("creating_methods", &self.creating_methods)
+            .field("hash", &self.hash)
             .finish()
     }
 }
@@ -269,6 +273,14 @@ impl<L, P> ConditionalLayer<L, P> {
     /// service creates resources with them.
     pub fn creating_methods<I: IntoIterator<Item = Method>>(mut self, methods: I) -> Self {
         self.config.creating_methods = methods.into_iter().collect();
+        self
+    }
+
+    /// The hash behind computed tags (default [`HashAlgorithm::Sha256`]). With the `blake3`
+    /// feature, [`HashAlgorithm::Blake3`] hashes large bodies several times faster. A lookup
+    /// that computes tags from content must use the same algorithm.
+    pub fn hash_algorithm(mut self, algorithm: HashAlgorithm) -> Self {
+        self.config.hash = algorithm;
         self
     }
 

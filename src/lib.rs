@@ -19,7 +19,7 @@ pub mod response;
 pub mod service;
 
 pub use crate::body::ConditionalBody;
-pub use crate::etag::{ETagHasher, EntityTag};
+pub use crate::etag::{ETagHasher, EntityTag, HashAlgorithm};
 pub use crate::future::ResponseFuture;
 pub use crate::layer::{ConditionalLayer, DEFAULT_MAX_BUFFER};
 pub use crate::lookup::{lookup_fn, InnerGet, LookupRequest, NoLookup, VersionLookup};

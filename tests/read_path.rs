@@ -592,3 +592,21 @@ async fn futures_can_be_spawned_even_when_the_inner_body_error_is_a_box_error() 
         assert_eq!(status, StatusCode::OK);
     }
 }
+
+#[cfg(feature = "blake3")]
+#[tokio::test]
+async fn blake3_is_opt_in_per_layer() {
+    use tower_conditional::HashAlgorithm;
+    let svc = ConditionalLayer::new()
+        .hash_algorithm(HashAlgorithm::Blake3)
+        .layer(page(b"fast"));
+    let resp = svc.clone().oneshot(get("/")).await.unwrap();
+    let tag = EntityTag::from_content_with(HashAlgorithm::Blake3, b"fast");
+    assert_eq!(resp.headers()[header::ETAG], tag.to_header_value());
+    assert_ne!(tag, EntityTag::from_content(b"fast"));
+    let again = svc
+        .oneshot(with(get("/"), "if-none-match", &tag.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+}
