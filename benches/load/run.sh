@@ -16,12 +16,18 @@ THREADS=${THREADS:-1}
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"; exit 1; }
 
 cargo build --release --example bench_server --features blake3 -q
+cargo build --release --manifest-path benches/peer/Cargo.toml -q
 BIN=target/release/examples/bench_server
+PEER=benches/peer/target/release/conditional-peer
 OUT=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$OUT"' EXIT
 
 start() { # mode -> sets PID and ADDR
-  "$BIN" --mode "$1" --addr 127.0.0.1:0 > "$OUT/server.out" &
+  if [ "$1" = salvo ]; then
+    "$PEER" --addr 127.0.0.1:0 > "$OUT/server.out" &
+  else
+    "$BIN" --mode "$1" --addr 127.0.0.1:0 > "$OUT/server.out" &
+  fi
   PID=$!
   for _ in $(seq 100); do [ -s "$OUT/server.out" ] && break; sleep 0.05; done
   ADDR=$(head -1 "$OUT/server.out" | sed -E 's#listening on http://([^ ]+).*#\1#')
@@ -59,6 +65,9 @@ run fast_304_64k   fast  /bytes/65536 inm
 run blake3_1k      blake3 /bytes/1024
 run blake3_64k     blake3 /bytes/65536
 run blake3_304_64k blake3 /bytes/65536 inm
+run salvo_1k       salvo /bytes/1024
+run salvo_64k      salvo /bytes/65536
+run salvo_304_64k  salvo /bytes/65536 inm
 
 printf '\n%-14s %10s %9s %9s %10s %6s %9s\n' scenario req/s p50 p99 peakRSS status vs_bare
 awk '
@@ -70,6 +79,13 @@ awk '
       printf "%-14s %10.0f %9s %9s %8.1fMB %6s %8.2fx\n", f[1], f[2], f[3], f[4], f[5]/1024, f[6], f[2]/base
     }
   }' "$OUT/results"
+echo
+echo "ours vs the peer (salvo CachingHeaders), req/s ratio:"
+awk '{ rps[$1]=$2 } END {
+  printf "  1 KiB 200:  sha256 %.2fx, blake3 %.2fx\n", rps["layer_1k"]/rps["salvo_1k"], rps["blake3_1k"]/rps["salvo_1k"]
+  printf "  64 KiB 200: sha256 %.2fx, blake3 %.2fx\n", rps["layer_64k"]/rps["salvo_64k"], rps["blake3_64k"]/rps["salvo_64k"]
+  printf "  64 KiB 304: sha256 %.2fx, blake3 %.2fx, lookup fast path %.2fx\n", rps["layer_304_64k"]/rps["salvo_304_64k"], rps["blake3_304_64k"]/rps["salvo_304_64k"], rps["fast_304_64k"]/rps["salvo_304_64k"]
+}' "$OUT/results"
 
 echo
 echo "memory: 16 clients each streaming 64 MiB through the layer (max_buffer 1 MiB)"

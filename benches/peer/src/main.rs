@@ -1,0 +1,49 @@
+//! `GET /bytes/{n}` (n bytes, byte i = i % 251) behind salvo_extra's `CachingHeaders`.
+//!
+//! ```sh
+//! cargo run --release --manifest-path benches/peer/Cargo.toml -- --addr 127.0.0.1:8089
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use salvo::caching_headers::CachingHeaders;
+use salvo::conn::Acceptor;
+use salvo::prelude::*;
+
+struct Bytes {
+    cache: Arc<Mutex<HashMap<usize, Vec<u8>>>>,
+}
+
+#[async_trait]
+impl Handler for Bytes {
+    async fn handle(&self, req: &mut Request, _depot: &mut Depot, res: &mut Response, _ctrl: &mut FlowCtrl) {
+        let n: usize = req.param("n").unwrap_or(0);
+        let body = self
+            .cache
+            .lock()
+            .unwrap()
+            .entry(n)
+            .or_insert_with(|| (0..n).map(|i| (i % 251) as u8).collect())
+            .clone();
+        res.write_body(body).ok();
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut addr = "127.0.0.1:8089".to_owned();
+    while let Some(arg) = args.next() {
+        if arg == "--addr" {
+            addr = args.next().expect("--addr IP:PORT");
+        }
+    }
+    let acceptor = TcpListener::new(addr).bind().await;
+    let local = acceptor.holdings()[0].local_addr.to_string();
+    let local = local.trim_start_matches("socket://");
+    println!("listening on http://{local} (salvo CachingHeaders)");
+    let router = Router::with_hoop(CachingHeaders::new())
+        .push(Router::with_path("bytes/{n}").get(Bytes { cache: Default::default() }));
+    Server::new(acceptor).serve(router).await;
+}
