@@ -160,7 +160,27 @@ async fn postgres_two_processes_racing_writers_one_winner_per_round() {
     };
     let a = spawn_example("server", &["--addr", "127.0.0.1:0", "--database-url", &url]);
     let b = spawn_example("server", &["--addr", "127.0.0.1:0", "--database-url", &url]);
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .execute(
+            "DELETE FROM resources WHERE kind = 'Item' AND id = 'race'",
+            &[],
+        )
+        .await
+        .unwrap();
     race(&[a.addr, b.addr], 20).await;
+    // The version counts the writes: the create, then exactly one win per round.
+    let row = client
+        .query_one(
+            "SELECT version FROM resources WHERE kind = 'Item' AND id = 'race'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1 + 20);
     // Both processes see one store: a write through one is read through the other.
     let (status, headers, _) = send(a.addr, "PUT", "/Items/shared", &[], "from a").await;
     assert!(status.is_success());
