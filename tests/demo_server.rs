@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{collect, spawn_example, Running};
-use http::{header, Request, StatusCode};
-use http_body_util::Full;
+use http::{header, StatusCode};
 
 fn temp_path(name: &str) -> String {
     let dir = std::env::temp_dir().join(format!("tower-conditional-tests-{}", std::process::id()));
@@ -41,19 +40,9 @@ async fn send(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (StatusCode, http::HeaderMap, Bytes) {
-    let mut b = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::HOST, "test");
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let resp = common::send(
-        addr,
-        b.body(Full::new(Bytes::from(body.to_owned()))).unwrap(),
-    )
-    .await;
-    let (parts, body) = resp.into_parts();
+    let (parts, body) = common::call(addr, method, path, headers, body)
+        .await
+        .into_parts();
     (parts.status, parts.headers, collect(body).await)
 }
 

@@ -17,18 +17,7 @@ async fn send(
     headers: &[(&str, &str)],
     body: &str,
 ) -> http::Response<hyper::body::Incoming> {
-    let mut b = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::HOST, "test");
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    common::send(
-        addr,
-        b.body(Full::new(Bytes::from(body.to_owned()))).unwrap(),
-    )
-    .await
+    common::call(addr, method, path, headers, body).await
 }
 
 fn tag<B>(r: &http::Response<B>) -> String {

@@ -4,10 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::{collect, independent_tag};
-use http::{header, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::{header, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 type Server = common::Running;
@@ -23,18 +22,7 @@ async fn send(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Response<Incoming> {
-    let mut b = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::HOST, "test");
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    common::send(
-        s.addr,
-        b.body(Full::new(Bytes::from(body.to_owned()))).unwrap(),
-    )
-    .await
+    common::call(s.addr, method, path, headers, body).await
 }
 
 fn etag(r: &Response<Incoming>) -> String {

@@ -157,3 +157,25 @@ pub fn spawn_example(name: &str, args: &[&str]) -> Running {
     std::thread::spawn(move || for _ in lines {});
     Running { child, addr }
 }
+
+/// One request on a fresh HTTP/1.1 connection, built from its parts.
+pub async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> http::Response<hyper::body::Incoming> {
+    let mut b = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, "test");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(
+        addr,
+        b.body(Full::new(Bytes::from(body.to_owned()))).unwrap(),
+    )
+    .await
+}
