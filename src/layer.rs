@@ -277,7 +277,7 @@ impl<L, P> ConditionalLayer<L, P> {
     }
 
     /// The hash behind computed tags (default [`HashAlgorithm::Sha256`]). With the `blake3`
-    /// feature, [`HashAlgorithm::Blake3`] hashes large bodies several times faster. A lookup
+    /// feature, `HashAlgorithm::Blake3` hashes large bodies several times faster. A lookup
     /// that computes tags from content must use the same algorithm.
     pub fn hash_algorithm(mut self, algorithm: HashAlgorithm) -> Self {
         self.config.hash = algorithm;

@@ -182,6 +182,15 @@ async fn contract_writes() {
     assert_eq!(text(posted).await, "{\"m\":{\"x\":1},\"posts\":2}");
     assert_eq!(tag, independent_tag(b"{\"m\":{\"x\":1},\"posts\":2}"));
 
+    let partial = send(
+        &s,
+        "PUT",
+        "/items/w",
+        &[("content-range", "bytes 0-1/10")],
+        "ab",
+    )
+    .await;
+    assert_eq!(partial.status(), StatusCode::BAD_REQUEST, "RFC 9110 §14.5");
     let replaced = send(&s, "PUT", "/items/w", &[("if-match", &tag)], "plain").await;
     assert_eq!(replaced.status(), StatusCode::OK);
 
@@ -283,6 +292,17 @@ async fn contract_streams() {
     let small = send(&s, "GET", "/blob/1000", &[], "").await;
     assert_eq!(etag(&small), independent_tag(&common::pattern(1000)));
     assert_eq!(collect(small.into_body()).await, common::pattern(1000));
+
+    // An item above max_buffer still has its validator: the store keeps the tag.
+    let large = "x".repeat(1_500_000);
+    let put = send(&s, "PUT", "/items/large", &[], &large).await;
+    assert_eq!(put.status(), StatusCode::CREATED);
+    let get = send(&s, "GET", "/items/large", &[], "").await;
+    assert_eq!(etag(&get), independent_tag(large.as_bytes()));
+    let tag = etag(&get);
+    assert_eq!(collect(get.into_body()).await.len(), 1_500_000);
+    let nm = send(&s, "GET", "/items/large", &[("if-none-match", &tag)], "").await;
+    assert_eq!(nm.status(), StatusCode::NOT_MODIFIED);
 
     let big = send(&s, "GET", "/blob/3000000", &[], "").await;
     assert!(

@@ -20,12 +20,27 @@ use tower_conditional::{
     lookup_fn, ConditionalLayer, EntityTag, Expectation, LookupRequest, Validators,
 };
 
-/// One stored representation.
+/// One stored representation, with its strong tag computed once, when it is written.
 #[derive(Clone)]
 pub struct Item {
     pub bytes: Bytes,
     pub content_type: HeaderValue,
     pub modified: SystemTime,
+    /// `EntityTag::from_content(bytes)`: the tag the layer would compute for a GET. The
+    /// handlers send it themselves, so every size of item has it (the layer hashes only up
+    /// to `max_buffer`) and the layer keeps it instead of hashing again.
+    pub etag: EntityTag,
+}
+
+impl Item {
+    fn new(bytes: Bytes, content_type: HeaderValue) -> Self {
+        Item {
+            etag: EntityTag::from_content(&bytes),
+            bytes,
+            content_type,
+            modified: SystemTime::now(),
+        }
+    }
 }
 
 /// The store every route shares, keyed by the `{id}` path segment as sent.
@@ -67,6 +82,8 @@ fn representation(status: StatusCode, id: &str, item: &Item, body: Bytes) -> Res
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert(header::VARY, HeaderValue::from_static("Accept"));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    // 200 and 206 alike carry the representation's validator (RFC 9110 §15.3.7).
+    h.insert(header::ETAG, item.etag.to_header_value());
     if let Ok(location) = HeaderValue::from_str(&format!("/items/{id}")) {
         h.insert(header::CONTENT_LOCATION, location);
     }
@@ -76,9 +93,6 @@ fn representation(status: StatusCode, id: &str, item: &Item, body: Bytes) -> Res
 /// A write's answer: the stored representation with its ETag.
 fn stored(status: StatusCode, id: &str, item: &Item) -> Response {
     let mut response = representation(status, id, item, item.bytes.clone());
-    response
-        .headers_mut()
-        .insert(header::ETAG, EntityTag::from_content(&item.bytes).into());
     if status == StatusCode::CREATED {
         if let Ok(location) = HeaderValue::from_str(&format!("/items/{id}")) {
             response.headers_mut().insert(header::LOCATION, location);
@@ -147,8 +161,6 @@ async fn get_item(State(store): State<Store>, uri: Uri, headers: HeaderMap) -> R
                 header::CONTENT_RANGE,
                 HeaderValue::from_str(&format!("bytes {first}-{last}/{len}")).unwrap(),
             );
-            // A 206 carries the validator a 200 would have (RFC 9110 §15.3.7).
-            h.insert(header::ETAG, EntityTag::from_content(&item.bytes).into());
             response
         }
         Some(Err(())) => {
@@ -174,7 +186,7 @@ fn still_expected(current: Option<&Item>, expectation: Option<&Expectation>) -> 
         return false;
     }
     if let (Some(expected), Some(item)) = (e.etag(), current) {
-        if !expected.strong_eq(&EntityTag::from_content(&item.bytes)) {
+        if !expected.strong_eq(&item.etag) {
             return false;
         }
     }
@@ -201,6 +213,13 @@ async fn put_item(
     body: Bytes,
 ) -> Response {
     let id = item_id(uri.path());
+    if headers.contains_key(header::CONTENT_RANGE) {
+        // RFC 9110 §14.5: a partial PUT must not be taken for a whole representation.
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "PUT with Content-Range is not supported",
+        );
+    }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .cloned()
@@ -209,11 +228,7 @@ async fn put_item(
     if !still_expected(items.get(id), expectation.as_deref()) {
         return lost_race();
     }
-    let item = Item {
-        bytes: body,
-        content_type,
-        modified: SystemTime::now(),
-    };
+    let item = Item::new(body, content_type);
     let created = items.insert(id.to_owned(), item.clone()).is_none();
     stored(
         if created {
@@ -280,11 +295,8 @@ fn modify_json(
     } else {
         HeaderValue::from_static("application/json")
     };
-    let item = Item {
-        bytes: Bytes::from(serde_json::to_vec(&document).expect("a Value serializes")),
-        content_type,
-        modified: SystemTime::now(),
-    };
+    let bytes = Bytes::from(serde_json::to_vec(&document).expect("a Value serializes"));
+    let item = Item::new(bytes, content_type);
     items.insert(id.to_owned(), item.clone());
     stored(StatusCode::OK, id, &item)
 }
@@ -410,7 +422,7 @@ fn lookup(
             .get(item_id(req.uri().path()))
             .map(|item| {
                 Validators::new()
-                    .with_etag(EntityTag::from_content(&item.bytes))
+                    .with_etag(item.etag.clone())
                     .with_last_modified(item.modified)
             });
         async move { Ok::<_, Infallible>(found) }
