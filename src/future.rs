@@ -1,10 +1,11 @@
 //! [`ResponseFuture`]: the state machine behind one request.
 //!
 //! ```text
-//! call ─┬─────────────────────────────────────────────► Inner ─┬─► Buffering ─► done
-//!       ├─► Locking ─┬─► Lookup ───────────────┬─► Inner ─┤    └─► done
-//!       │            └─► Probe ─► ProbeBody ───┴─► AwaitReady ─► Inner
-//!       └─► Immediate (428)                      Inner ─► AfterWrite ─► done
+//! call ─┬─► Inner ─┬─► Buffering ─► done      reads, exempt methods, unguarded writes
+//!       │          └─► AfterWrite ─► done     a serialized write answered without ETag
+//!       ├─► [Locking] ─► Lookup ──────────────────────────► Inner ─► …
+//!       ├─► [Locking] ─► Probe ─► [ProbeBody] ─► AwaitReady ─► Inner ─► …
+//!       └─► Immediate                         428 without calling anything
 //! ```
 
 use std::collections::VecDeque;
