@@ -27,6 +27,26 @@ use crate::response::{Rejection, RejectionKind};
 ///
 /// The inner service must be `Clone`: when a lookup comes first, the ready service is
 /// moved into the response future and a clone takes its place.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use http::{Request, Response, StatusCode};
+/// use tower::{service_fn, Layer, ServiceExt};
+/// use tower_conditional::ConditionalLayer;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let svc = ConditionalLayer::new().layer(service_fn(|_req: Request<String>| async {
+///     Ok::<_, Infallible>(Response::new(http_body_util::Full::new(bytes::Bytes::from("hi"))))
+/// }));
+/// let first = svc.clone().oneshot(Request::new(String::new())).await.unwrap();
+/// let tag = first.headers()["etag"].clone();
+///
+/// let mut again = Request::new(String::new());
+/// again.headers_mut().insert("if-none-match", tag);
+/// assert_eq!(svc.oneshot(again).await.unwrap().status(), StatusCode::NOT_MODIFIED);
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Conditional<S, L = InnerGet, P = DefaultPredicate> {
     inner: S,
