@@ -400,6 +400,15 @@ impl<S, ReqBody, LF, P> Ctx<S, ReqBody, LF, P> {
         self.config.render(&rejection).map(ConditionalBody::full)
     }
 
+    /// The evaluation options, with the current time when an `If-Range` needs it.
+    fn options(&self) -> crate::precondition::Options {
+        let mut options = self.config.options;
+        if self.conditions.if_range.is_some() {
+            options.now = Some(std::time::SystemTime::now());
+        }
+        options
+    }
+
     /// The response body came from a GET (so hashing it gives the GET's tag).
     fn has_get_body(&self) -> bool {
         matches!(
@@ -529,7 +538,7 @@ where
             &self.method,
             &self.conditions,
             current.as_ref(),
-            self.config.options,
+            self.options(),
         );
         let request = self.request.as_mut().expect("request held while deciding");
         match decision {
@@ -664,12 +673,7 @@ where
         let decision = if self.conditions.is_empty() {
             Decision::Proceed
         } else {
-            evaluate(
-                &self.method,
-                &self.conditions,
-                Some(&found),
-                self.config.options,
-            )
+            evaluate(&self.method, &self.conditions, Some(&found), self.options())
         };
         if let Decision::PreconditionFailed(failed) = decision {
             let rejection = Rejection::new(RejectionKind::PreconditionFailed(failed), self.grpc)

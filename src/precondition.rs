@@ -15,7 +15,7 @@
 //! assert_eq!(decision, Decision::PreconditionFailed(Failed::IfMatch));
 //! ```
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use http::{header, HeaderMap, Method};
 
@@ -159,6 +159,11 @@ pub struct Options {
     /// §3.14) clients send weak tags in `If-Match`, and a server that issues only weak tags
     /// may choose to accept them.
     pub weak_if_match: bool,
+    /// The time of the evaluation, for the strength of an `If-Range` date: RFC 9110
+    /// §13.1.5 lets a date match only when it is a strong validator, which (§8.8.2.2) a
+    /// modification time is once at least one second has passed since it. `None` skips
+    /// that check; the layer always passes the current time.
+    pub now: Option<SystemTime>,
 }
 
 /// Which condition failed.
@@ -311,7 +316,12 @@ pub fn evaluate(
         if let Some(if_range) = &conditions.if_range {
             let matched = match if_range {
                 IfRange::Tag(tag) => current_etag.is_some_and(|etag| tag.strong_eq(etag)),
-                IfRange::Date(date) => current_date == Some(*date),
+                IfRange::Date(date) => {
+                    current_date == Some(*date)
+                        && options
+                            .now
+                            .is_none_or(|now| *date + Duration::from_secs(1) <= now)
+                }
                 IfRange::Invalid => false,
             };
             if !matched {
@@ -530,6 +540,38 @@ mod tests {
     }
 
     #[test]
+    fn an_if_range_date_matches_only_once_it_is_strong() {
+        // §13.1.5 step 1 with §8.8.2.2: a Last-Modified less than a second old is weak.
+        let cur = current();
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, HeaderValue::from_static("bytes=0-1"));
+        h.insert(header::IF_RANGE, HeaderValue::from_static(T0));
+        let c = Conditions::from_headers(&h);
+        let at = |now: SystemTime| Options {
+            now: Some(now),
+            ..Options::default()
+        };
+        assert_eq!(
+            evaluate(
+                &Method::GET,
+                &c,
+                Some(&cur),
+                at(t0() + Duration::from_secs(1))
+            ),
+            Proceed
+        );
+        assert_eq!(
+            evaluate(
+                &Method::GET,
+                &c,
+                Some(&cur),
+                at(t0() + Duration::from_millis(500))
+            ),
+            IgnoreRange
+        );
+    }
+
+    #[test]
     fn weak_if_match_option() {
         let cur = weak_current();
         let mut h = HeaderMap::new();
@@ -541,6 +583,7 @@ mod tests {
         );
         let weak = Options {
             weak_if_match: true,
+            ..Options::default()
         };
         assert_eq!(evaluate(&Method::PUT, &c, Some(&cur), weak), Proceed);
     }

@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
         last_modified: (control & 16 != 0).then(|| UNIX_EPOCH + Duration::from_secs(u64::from(control) * 10_000_000)),
     });
     let conditions = Conditions::from_headers(&headers);
-    let options = Options { weak_if_match: control & 32 != 0 };
+    let options = Options { weak_if_match: control & 32 != 0, ..Options::default() };
     let decision = evaluate(&method, &conditions, current.as_ref(), options);
     let read = method == http::Method::GET || method == http::Method::HEAD;
     match decision {
