@@ -61,6 +61,23 @@ pub struct InnerGet;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoLookup;
 
+/// Marks the layer's internal GET: a request extension on every request [`InnerGet`] sends.
+///
+/// Handlers and middleware can use it to tell the layer's reads from clients' (to keep them
+/// out of access logs or metrics, say), or to refuse one that reached a handler that does not
+/// serve GET.
+///
+/// ```
+/// use tower_conditional::lookup::ProbeRequest;
+///
+/// fn is_probe<B>(req: &http::Request<B>) -> bool {
+///     req.extensions().get::<ProbeRequest>().is_some()
+/// }
+/// # assert!(!is_probe(&http::Request::new(())));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProbeRequest;
+
 /// A lookup made from a closure; see [`lookup_fn`].
 #[derive(Clone, Copy)]
 pub struct LookupFn<F> {
@@ -243,6 +260,7 @@ pub(crate) fn probe_request<B: Default, T>(req: &Request<T>) -> Request<B> {
     }
     *probe.headers_mut() = headers;
     *probe.extensions_mut() = req.extensions().clone();
+    probe.extensions_mut().insert(ProbeRequest);
     probe
 }
 
@@ -271,5 +289,6 @@ mod tests {
         assert!(probe.headers().get("content-length").is_none());
         assert_eq!(probe.headers()["authorization"], "Bearer t");
         assert_eq!(probe.headers()["accept"], "application/json");
+        assert!(probe.extensions().get::<ProbeRequest>().is_some());
     }
 }
