@@ -81,7 +81,8 @@ impl DefaultPredicate {
     }
 }
 
-fn content_type_starts_with(headers: &HeaderMap, prefix: &[u8]) -> bool {
+/// Whether `Content-Type` starts with `prefix`, ignoring ASCII case and leading whitespace.
+pub(crate) fn content_type_starts_with(headers: &HeaderMap, prefix: &[u8]) -> bool {
     headers.get(header::CONTENT_TYPE).is_some_and(|v| {
         let v = v.as_bytes().trim_ascii_start();
         v.len() >= prefix.len() && v[..prefix.len()].eq_ignore_ascii_case(prefix)

@@ -14,7 +14,7 @@ use crate::layer::{ConditionalLayer, Config};
 use crate::lookup::sealed::{Begin, Source};
 use crate::lookup::{InnerGet, VersionLookup};
 use crate::precondition::{method_kind, Conditions, MethodKind};
-use crate::predicate::{DefaultPredicate, Predicate};
+use crate::predicate::{content_type_starts_with, DefaultPredicate, Predicate};
 use crate::response::{Rejection, RejectionKind};
 
 /// Middleware that answers conditional requests; build it with [`ConditionalLayer`].
@@ -89,9 +89,7 @@ impl Conditional<()> {
 }
 
 fn is_grpc(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    content_type_starts_with(headers, b"application/grpc")
 }
 
 impl<S, L, P, ReqBody, ResBody> Service<Request<ReqBody>> for Conditional<S, L, P>
