@@ -103,7 +103,8 @@ impl EntityTag {
         Self::build(true, opaque.as_bytes())
     }
 
-    fn build(weak: bool, opaque: &[u8]) -> Result<Self, InvalidEntityTag> {
+    /// A tag from its parts; `opaque` is checked against `etagc`.
+    pub(crate) fn build(weak: bool, opaque: &[u8]) -> Result<Self, InvalidEntityTag> {
         if !opaque.iter().all(|&b| is_etagc(b)) {
             return Err(InvalidEntityTag::new());
         }

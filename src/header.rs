@@ -116,22 +116,24 @@ fn parse_line(b: &[u8], any: &mut bool, tags: &mut Vec<EntityTag>) -> Result<(),
             *any = true;
             i += 1;
         } else {
-            let start = i;
-            if b[i..].starts_with(b"W/") {
+            let weak = b[i..].starts_with(b"W/");
+            if weak {
                 i += 2;
             }
             if b.get(i) != Some(&b'"') {
                 return Err(MALFORMED);
             }
             i += 1;
+            let start = i;
             while i < b.len() && is_etagc(b[i]) {
                 i += 1;
             }
             if b.get(i) != Some(&b'"') {
                 return Err(MALFORMED);
             }
+            // Scanned once here; build only copies the opaque part into the tag.
+            let tag = EntityTag::build(weak, &b[start..i]).map_err(|_| MALFORMED)?;
             i += 1;
-            let tag = EntityTag::parse(&b[start..i]).map_err(|_| MALFORMED)?;
             tags.push(tag);
         }
         while i < b.len() && is_ows(b[i]) {
