@@ -201,7 +201,7 @@ fn bench_headers(c: &mut Criterion) {
     let mut realistic = HeaderMap::new();
     realistic.insert(
         http::header::IF_NONE_MATCH,
-        current.etag.as_ref().unwrap().to_header_value(),
+        current.etag().unwrap().to_header_value(),
     );
     realistic.insert(
         http::header::IF_MODIFIED_SINCE,

@@ -1,6 +1,5 @@
 //! The response body of [`Conditional`](crate::Conditional).
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -9,6 +8,7 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use crate::buffer::{Chunks, Held};
 use crate::BoxError;
 
 pin_project! {
@@ -26,22 +26,21 @@ pin_project! {
         B: Body,
     {
         #[pin]
-        kind: Kind<B, B::Error>,
+        kind: Kind<B>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<B, E> {
+    enum Kind<B> {
         PassThrough {
             #[pin]
             body: B,
         },
         Replay {
-            chunks: VecDeque<Bytes>,
+            chunks: Chunks,
             remaining: u64,
             trailers: Option<HeaderMap>,
-            error: Option<E>,
             rest: Option<Pin<Box<B>>>,
         },
         Full {
@@ -72,21 +71,14 @@ impl<B: Body> ConditionalBody<B> {
         }
     }
 
-    /// Held chunks, then either the held trailers (`rest` is `None`, the stream ended), an
-    /// error the inner body returned while held, or the rest of the stream.
-    pub(crate) fn replay(
-        chunks: VecDeque<Bytes>,
-        trailers: Option<HeaderMap>,
-        error: Option<B::Error>,
-        rest: Option<Pin<Box<B>>>,
-    ) -> Self {
-        let remaining = chunks.iter().map(|c| c.len() as u64).sum();
+    /// Held chunks, then either the held trailers (`rest` is `None`: the stream ended) or
+    /// the rest of the stream.
+    pub(crate) fn replay(held: Held, rest: Option<Pin<Box<B>>>) -> Self {
         ConditionalBody {
             kind: Kind::Replay {
-                chunks,
-                remaining,
-                trailers,
-                error,
+                chunks: held.chunks,
+                remaining: held.len,
+                trailers: held.trailers,
                 rest,
             },
         }
@@ -148,15 +140,11 @@ where
                 chunks,
                 remaining,
                 trailers,
-                error,
                 rest,
             } => {
-                if let Some(chunk) = chunks.pop_front() {
-                    *remaining -= chunk.len() as u64;
+                if let Some(chunk) = chunks.pop() {
+                    *remaining = remaining.saturating_sub(chunk.len() as u64);
                     return Poll::Ready(Some(Ok(Frame::data(chunk))));
-                }
-                if let Some(e) = error.take() {
-                    return Poll::Ready(Some(Err(e.into())));
                 }
                 if let Some(t) = trailers.take() {
                     return Poll::Ready(Some(Ok(Frame::trailers(t))));
@@ -181,13 +169,11 @@ where
             Kind::Replay {
                 chunks,
                 trailers,
-                error,
                 rest,
                 ..
             } => {
                 chunks.is_empty()
                     && trailers.is_none()
-                    && error.is_none()
                     && rest.as_ref().is_none_or(|b| b.is_end_stream())
             }
             Kind::Full { data } => data.is_none(),
@@ -242,6 +228,22 @@ mod tests {
     use super::*;
     use http_body_util::{BodyExt, Full, StreamBody};
 
+    fn held(parts: &[Bytes], trailers: Option<HeaderMap>) -> Held {
+        let mut body = StreamBody::new(futures_util::stream::iter(
+            parts
+                .iter()
+                .cloned()
+                .map(|b| Ok::<_, std::convert::Infallible>(Frame::data(b)))
+                .chain(trailers.map(|t| Ok(Frame::trailers(t)))),
+        ));
+        let mut buf = crate::buffer::HashBuffer::new(Default::default(), usize::MAX, true);
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let filled = buf.poll_fill(Pin::new(&mut body), &mut cx);
+        assert!(matches!(filled, Poll::Ready(crate::buffer::Filled::End)));
+        buf.into_held()
+    }
+
     #[tokio::test]
     async fn replay_yields_the_same_chunks_then_trailers() {
         let a = Bytes::from_static(b"hello ");
@@ -249,9 +251,13 @@ mod tests {
         let mut t = HeaderMap::new();
         t.insert("x-t", "1".parse().unwrap());
         let body: ConditionalBody<Full<Bytes>> =
-            ConditionalBody::replay(VecDeque::from([a.clone(), b.clone()]), Some(t), None, None);
+            ConditionalBody::replay(held(&[a.clone(), b.clone()], Some(t)), None);
         assert_eq!(body.size_hint().lower(), 11);
-        assert_eq!(body.size_hint().upper(), None);
+        assert_eq!(
+            body.size_hint().upper(),
+            None,
+            "trailers need chunked framing"
+        );
         let mut body = std::pin::pin!(body);
         let f1 = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(f1.as_ptr(), a.as_ptr(), "the same allocation, not a copy");
@@ -270,34 +276,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn replay_without_trailers_has_an_exact_size() {
+        let body: ConditionalBody<Full<Bytes>> =
+            ConditionalBody::replay(held(&[Bytes::from_static(b"abc")], None), None);
+        assert_eq!(body.size_hint().exact(), Some(3));
+    }
+
+    #[tokio::test]
     async fn replay_then_rest_of_stream() {
         let rest = StreamBody::new(futures_util::stream::iter(vec![
             Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"c"))),
             Ok(Frame::data(Bytes::from_static(b"d"))),
         ]));
         let body = ConditionalBody::replay(
-            VecDeque::from([Bytes::from_static(b"ab")]),
-            None,
-            None,
+            held(&[Bytes::from_static(b"ab")], None),
             Some(Box::pin(rest)),
+        );
+        assert_eq!(
+            body.size_hint().exact(),
+            None,
+            "the rest is of unknown size"
         );
         let collected = body.collect().await.unwrap().to_bytes();
         assert_eq!(&collected[..], b"abcd");
-    }
-
-    #[tokio::test]
-    async fn held_error_is_passed_on_after_held_bytes() {
-        type Failing = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
-        let body: ConditionalBody<Failing> = ConditionalBody::replay(
-            VecDeque::from([Bytes::from_static(b"ab")]),
-            None,
-            Some(std::io::Error::other("boom")),
-            None,
-        );
-        let mut body = std::pin::pin!(body);
-        assert!(body.frame().await.unwrap().is_ok());
-        let err = body.frame().await.unwrap().unwrap_err();
-        assert_eq!(err.to_string(), "boom");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! from content.
 //!
 //! ```
-//! use tower_conditional::etag::{EntityTag, ETagHasher};
+//! use tower_conditional::{EntityTag, ETagHasher};
 //!
 //! let tag: EntityTag = "W/\"v1\"".parse().unwrap();
 //! assert!(tag.is_weak());
@@ -83,7 +83,7 @@ impl EntityTag {
     /// whitespace, controls).
     ///
     /// ```
-    /// # use tower_conditional::etag::EntityTag;
+    /// # use tower_conditional::EntityTag;
     /// let tag = EntityTag::strong("v2").unwrap();
     /// assert_eq!(tag.to_string(), "\"v2\"");
     /// assert!(EntityTag::strong("has space").is_err());
@@ -95,7 +95,7 @@ impl EntityTag {
     /// A weak entity tag with the given opaque part (without quotes).
     ///
     /// ```
-    /// # use tower_conditional::etag::EntityTag;
+    /// # use tower_conditional::EntityTag;
     /// let tag = EntityTag::weak("v2").unwrap();
     /// assert_eq!(tag.to_string(), "W/\"v2\"");
     /// ```
@@ -124,7 +124,7 @@ impl EntityTag {
     /// URL-safe alphabet (RFC 4648 §5: `A–Z a–z 0–9 - _`), 43 characters between quotes.
     ///
     /// ```
-    /// # use tower_conditional::etag::EntityTag;
+    /// # use tower_conditional::EntityTag;
     /// let tag = EntityTag::from_content(b"");
     /// assert_eq!(tag.to_string(), "\"47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU\"");
     /// ```
@@ -162,7 +162,7 @@ impl EntityTag {
     /// Strong comparison (RFC 9110 §8.8.3.2): both tags strong and their opaque parts equal.
     ///
     /// ```
-    /// # use tower_conditional::etag::EntityTag;
+    /// # use tower_conditional::EntityTag;
     /// let a = EntityTag::strong("1").unwrap();
     /// let w = EntityTag::weak("1").unwrap();
     /// assert!(a.strong_eq(&a));

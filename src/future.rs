@@ -1,328 +1,324 @@
-//! [`ResponseFuture`]: the state machine behind one request.
+//! [`ResponseFuture`]: one request's life, in two stages.
 //!
 //! ```text
-//! call ─┬─► Inner ─┬─► Buffering ─► done      reads, exempt methods, unguarded writes
-//!       │          └─► AfterWrite ─► done     a serialized write answered without ETag
-//!       ├─► [Locking] ─► Lookup ──────────────────────────► Inner ─► …
-//!       ├─► [Locking] ─► Probe ─► [ProbeBody] ─► AwaitReady ─► Inner ─► …
-//!       └─► Immediate                         428 without calling anything
+//! precheck (only when validators must be found first; the service is not ready meanwhile)
+//!   Lookup ───────────┐
+//!   GetHead ─► GetBody ┴─► decide ─┬─► answer (412, 404, 428, 503, a lookup's refusal, a 304)
+//!                                  ├─► Locking ─► (Lookup | GetHead …) again, under the lock
+//!                                  └─► Deferred
+//! respond
+//!   Called | Deferred ─► response ─┬─► Buffering ─► finish (304, 412, or the tagged response)
+//!                                  ├─► AfterWrite ─► done    a serialized write, new ETag
+//!                                  └─► finish
 //! ```
+//!
+//! Each state owns exactly its data; helpers return the next state.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes};
 use futures_util::lock::{OwnedMutexGuard, OwnedMutexLockFuture};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::{Body, SizeHint};
 use pin_project_lite::pin_project;
+use tower::util::Oneshot;
 use tower::Service;
 
 use crate::body::ConditionalBody;
-use crate::etag::ETagHasher;
+use crate::buffer::{Deadline, Filled, HashBuffer};
+use crate::config::Config;
 use crate::header::parse_date_value;
-use crate::layer::Config;
-use crate::lookup::sealed::Source;
+use crate::lookup::{Current, Source, VersionLookup};
 use crate::precondition::{evaluate, Conditions, Decision, Expectation, Validators};
 use crate::predicate::{may_fit, Predicate};
-use crate::response::{into_not_modified, Rejection, RejectionKind};
+use crate::response::{into_not_modified, not_modified_from, Rejection, RejectionKind};
 
 pin_project! {
     /// The response future of [`Conditional`](crate::Conditional).
+    #[must_use = "futures do nothing unless polled"]
     pub struct ResponseFuture<S, ReqBody, ResBody, L, P>
     where
         S: Service<Request<ReqBody>>,
-        L: Source<ReqBody>,
+        L: VersionLookup<ReqBody>,
+        ResBody: Body,
     {
         #[pin]
-        state: State<S::Future, L::Future, ResBody>,
-        ctx: Ctx<S, ReqBody, L::Future, P>,
+        state: State<S, ReqBody, ResBody, L>,
+        exchange: Exchange<P>,
+        // The per-target write lock, from the moment it is taken to the response head.
+        lock: Option<OwnedMutexGuard<()>>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    pub(crate) enum State<F, LF, B> {
-        // Waiting for the per-target write lock; then `next` starts.
-        Locking {
-            #[pin]
-            fut: OwnedMutexLockFuture<()>,
-            next: Option<Plan<LF>>,
-        },
+    #[project_replace = StateOwned]
+    pub(crate) enum State<S, ReqBody, ResBody, L>
+    where
+        S: Service<Request<ReqBody>>,
+        L: VersionLookup<ReqBody>,
+        ResBody: Body,
+    {
         // Waiting for the version lookup.
         Lookup {
             #[pin]
-            fut: LF,
+            fut: L::Future,
+            pending: Pending<S, ReqBody, L>,
         },
         // Waiting for the head of the internal GET.
-        Probe {
+        GetHead {
             #[pin]
-            fut: F,
+            fut: Oneshot<S, Request<ReqBody>>,
+            pending: Pending<S, ReqBody, L>,
         },
         // Hashing the body of the internal GET.
-        ProbeBody {
+        GetBody {
             #[pin]
-            body: B,
-            hasher: ETagHasher,
-            len: usize,
-            found: Option<Validators>,
+            body: ResBody,
+            buf: HashBuffer,
+            found: Validators,
+            pending: Pending<S, ReqBody, L>,
         },
-        // The inner service was used by the probe: wait until it is ready again.
-        AwaitReady,
-        // Waiting for the inner service's response.
-        Inner {
+        // Waiting for the per-target write lock.
+        Locking {
             #[pin]
-            fut: F,
+            fut: OwnedMutexLockFuture<()>,
+            pending: Pending<S, ReqBody, L>,
+        },
+        // The service was called directly from `Service::call`.
+        Called {
+            #[pin]
+            fut: S::Future,
+        },
+        // The service, readied again, after the precheck.
+        Deferred {
+            #[pin]
+            fut: Oneshot<S, Request<ReqBody>>,
+            after_write: Option<L::Future>,
         },
         // Holding and hashing the response body.
         Buffering {
-            head: Option<http::response::Parts>,
-            body: Option<Pin<Box<B>>>,
-            hasher: ETagHasher,
-            chunks: VecDeque<Bytes>,
-            len: usize,
-            trailers: Option<HeaderMap>,
+            head: http::response::Parts,
+            body: Pin<Box<ResBody>>,
+            buf: HashBuffer,
+            deadline: Deadline,
         },
-        // A write succeeded without an ETag: ask the lookup for the new one (under the lock).
+        // A serialized write succeeded without an ETag: the lookup tells the new one.
         AfterWrite {
             #[pin]
-            fut: LF,
-            response: Option<Response<B>>,
+            fut: L::Future,
+            response: Response<ResBody>,
         },
-        // The layer answered by itself.
-        Immediate {
-            response: Option<Response<Bytes>>,
+        // The layer answers by itself.
+        Answer {
+            response: Response<ConditionalBody<ResBody>>,
         },
         Done,
     }
 }
 
+/// A request held while its target's validators are found: the service to call (a clone,
+/// readied only when the request can proceed), the request, the source to ask again.
+pub(crate) struct Pending<S, B, L> {
+    pub(crate) svc: S,
+    pub(crate) req: Request<B>,
+    pub(crate) source: L,
+    /// Whether this is the second look, under the write lock (or no lock is configured).
+    pub(crate) locked: bool,
+}
+
+/// What the layer knows about the request while it is in flight.
+pub(crate) struct Exchange<P> {
+    pub(crate) config: Arc<Config>,
+    pub(crate) predicate: P,
+    pub(crate) method: Method,
+    pub(crate) mode: Mode,
+    /// The conditions the layer evaluates. `If-Range` and `Range` are cleared once the
+    /// request goes to the service: from then on they are the service's to honour.
+    pub(crate) conditions: Conditions,
+    /// The request's gRPC content type, for a gRPC request.
+    pub(crate) grpc: Option<HeaderValue>,
+    /// Whether the lookup already passed the conditions before the service was called.
+    pub(crate) prechecked: bool,
+}
+
+/// What the response of the inner service is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// OPTIONS, CONNECT, TRACE: untouched.
+    Exempt,
+    /// GET or HEAD. `head`: the client sent HEAD; `as_get`: it was forwarded as GET.
+    Read { head: bool, as_get: bool },
+    /// Every other method.
+    Write,
+}
+
 type Output<B, E> = Result<Response<ConditionalBody<B>>, E>;
 
-/// Either the next state, or the final output.
-pub(crate) enum Step<F, LF, B: Body, E> {
-    Next(State<F, LF, B>),
-    Done(Output<B, E>),
+/// What a step leads to. Short-lived: built and matched at once in `poll`.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Next<S, ReqBody, ResBody, L>
+where
+    S: Service<Request<ReqBody>>,
+    L: VersionLookup<ReqBody>,
+    ResBody: Body,
+{
+    State(State<S, ReqBody, ResBody, L>),
+    Locked(OwnedMutexGuard<()>, Pending<S, ReqBody, L>),
+    Done(Output<ResBody, S::Error>),
 }
 
 impl<S, ReqBody, ResBody, L, P> ResponseFuture<S, ReqBody, ResBody, L, P>
 where
     S: Service<Request<ReqBody>>,
-    L: Source<ReqBody>,
+    L: VersionLookup<ReqBody>,
+    ResBody: Body,
 {
-    pub(crate) fn new(
-        state: State<S::Future, L::Future, ResBody>,
-        ctx: Ctx<S, ReqBody, L::Future, P>,
-    ) -> Self {
-        ResponseFuture { state, ctx }
+    pub(crate) fn new(state: State<S, ReqBody, ResBody, L>, exchange: Exchange<P>) -> Self {
+        ResponseFuture {
+            state,
+            exchange,
+            lock: None,
+        }
     }
 }
 
 impl<S, ReqBody, ResBody, L, P> std::fmt::Debug for ResponseFuture<S, ReqBody, ResBody, L, P>
 where
     S: Service<Request<ReqBody>>,
-    L: Source<ReqBody>,
+    L: VersionLookup<ReqBody>,
+    ResBody: Body,
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field("method", &self.ctx.method)
+            .field("method", &self.exchange.method)
+            .field("mode", &self.exchange.mode)
             .finish_non_exhaustive()
     }
 }
 
-impl<F, LF, B> State<F, LF, B> {
-    pub(crate) fn immediate(response: Response<Bytes>) -> Self {
-        State::Immediate {
-            response: Some(response),
-        }
+impl<S, ReqBody, ResBody, L> State<S, ReqBody, ResBody, L>
+where
+    S: Service<Request<ReqBody>>,
+    L: VersionLookup<ReqBody>,
+    ResBody: Body,
+{
+    pub(crate) fn answer(response: Response<ConditionalBody<ResBody>>) -> Self {
+        State::Answer { response }
     }
 }
 
 impl<S, ReqBody, ResBody, L, P> Future for ResponseFuture<S, ReqBody, ResBody, L, P>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    L: Source<ReqBody>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    L: VersionLookup<ReqBody>,
     ResBody: Body,
     P: Predicate,
 {
-    type Output = Result<Response<ConditionalBody<ResBody>>, S::Error>;
+    type Output = Output<ResBody, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let ctx = this.ctx;
         loop {
-            let step = match this.state.as_mut().project() {
-                StateProj::Locking { fut, next } => {
-                    let guard = ready!(fut.poll(cx));
-                    ctx.lock = Some(guard);
-                    ctx.start(next.take().expect("Locking polled after it finished"))
-                }
-                StateProj::Lookup { fut } => {
+            let next = match this.state.as_mut().project() {
+                StateProj::Lookup { fut, .. } => {
                     let found = ready!(fut.poll(cx));
-                    ctx.on_validators(found)
+                    let StateOwned::Lookup { pending, .. } = this.state.as_mut().take() else {
+                        unreachable!("the state is Lookup")
+                    };
+                    let found = found.map_err(|e| e.to_string());
+                    this.exchange.decide(found, pending)
                 }
-                StateProj::Probe { fut } => match ready!(fut.poll(cx)) {
-                    Ok(response) => ctx.on_probe_response(response),
-                    Err(e) => Step::Done(Err(e)),
-                },
-                StateProj::ProbeBody {
-                    mut body,
-                    hasher,
-                    len,
-                    found,
-                } => loop {
-                    match ready!(body.as_mut().poll_frame(cx)) {
-                        Some(Ok(frame)) => {
-                            if let Ok(mut data) = frame.into_data() {
-                                // Zero-copy for `Bytes`; other buffers are gathered once.
-                                let chunk = data.copy_to_bytes(data.remaining());
-                                *len += chunk.len();
-                                if *len > ctx.config.max_buffer {
-                                    // Too large to carry an ETag on reads; same here.
-                                    break ctx.on_validators(Ok::<_, &str>(found.take()));
-                                }
-                                hasher.update(&chunk);
-                            }
-                        }
-                        Some(Err(_)) => {
-                            break ctx.on_validators(Err("the body of the internal GET failed"));
-                        }
-                        None => {
-                            let mut v = found.take().unwrap_or_default();
-                            v.etag = Some(std::mem::take(hasher).finish());
-                            break ctx.on_validators(Ok::<_, &str>(Some(v)));
-                        }
-                    }
-                },
-                StateProj::AwaitReady => {
-                    let svc = ctx
-                        .svc
-                        .as_mut()
-                        .expect("service held for the deferred call");
-                    if let Err(e) = ready!(svc.poll_ready(cx)) {
-                        Step::Done(Err(e))
-                    } else {
-                        ctx.svc_ready = true;
-                        ctx.call_inner()
-                    }
+                StateProj::GetHead { fut, .. } => {
+                    let response = ready!(fut.poll(cx));
+                    let StateOwned::GetHead { pending, .. } = this.state.as_mut().take() else {
+                        unreachable!("the state is GetHead")
+                    };
+                    this.exchange.on_get_head(response, pending)
                 }
-                StateProj::Inner { fut } => match ready!(fut.poll(cx)) {
-                    Ok(response) => ctx.on_response(response),
-                    Err(e) => Step::Done(Err(e)),
+                StateProj::GetBody { body, buf, .. } => {
+                    let filled = ready!(buf.poll_fill(body, cx));
+                    let StateOwned::GetBody {
+                        buf,
+                        mut found,
+                        pending,
+                        ..
+                    } = this.state.as_mut().take()
+                    else {
+                        unreachable!("the state is GetBody")
+                    };
+                    let found = match filled {
+                        Filled::End => {
+                            found.set_etag(buf.finish().0);
+                            Ok(Current::Exists(found))
+                        }
+                        // Too large to carry an ETag on reads: the same here.
+                        Filled::Overflow => Ok(Current::Exists(found)),
+                        Filled::Failed(_) => Err("the body of the internal GET failed".into()),
+                    };
+                    this.exchange.decide(found, pending)
+                }
+                StateProj::Locking { fut, .. } => {
+                    let guard = ready!(fut.poll(cx));
+                    let StateOwned::Locking { pending, .. } = this.state.as_mut().take() else {
+                        unreachable!("the state is Locking")
+                    };
+                    Next::Locked(guard, pending)
+                }
+                StateProj::Called { fut } => match ready!(fut.poll(cx)) {
+                    Ok(response) => this.exchange.on_response(response, None),
+                    Err(e) => Next::Done(Err(e)),
+                },
+                StateProj::Deferred { fut, after_write } => match ready!(fut.poll(cx)) {
+                    Ok(response) => this.exchange.on_response(response, after_write.take()),
+                    Err(e) => Next::Done(Err(e)),
                 },
                 StateProj::Buffering {
-                    head,
                     body,
-                    hasher,
-                    chunks,
-                    len,
-                    trailers,
+                    buf,
+                    deadline,
+                    ..
                 } => {
-                    let inner = body.as_mut().expect("Buffering polled after it finished");
-                    loop {
-                        match ready!(inner.as_mut().poll_frame(cx)) {
-                            Some(Ok(frame)) => match frame.into_data() {
-                                Ok(mut data) => {
-                                    let chunk = data.copy_to_bytes(data.remaining());
-                                    if chunk.is_empty() {
-                                        continue;
-                                    }
-                                    *len += chunk.len();
-                                    chunks.push_back(chunk);
-                                    if *len > ctx.config.max_buffer {
-                                        // Send what is held, then stream the rest, untagged.
-                                        let replay = ConditionalBody::replay(
-                                            std::mem::take(chunks),
-                                            None,
-                                            None,
-                                            body.take(),
-                                        );
-                                        let head = head.take().expect("head held");
-                                        let found = ctx.validators_without_hash(&head.headers);
-                                        break ctx.finish_read(head, replay, found, false);
-                                    }
-                                    hasher.update(chunks.back().expect("just pushed"));
-                                }
-                                Err(frame) => {
-                                    if let Ok(t) = frame.into_trailers() {
-                                        match trailers {
-                                            Some(held) => held.extend(t),
-                                            None => *trailers = Some(t),
-                                        }
-                                    }
-                                }
-                            },
-                            Some(Err(e)) => {
-                                // No ETag for content that did not arrive whole; the error
-                                // reaches the client after the bytes that did.
-                                let replay = ConditionalBody::replay(
-                                    std::mem::take(chunks),
-                                    None,
-                                    Some(e),
-                                    None,
-                                );
-                                let head = head.take().expect("head held");
-                                break Step::Done(Ok(ctx.strip_head(head, replay)));
-                            }
-                            None => {
-                                let head = head.take().expect("head held");
-                                let found = Validators {
-                                    etag: Some(std::mem::take(hasher).finish()),
-                                    // Only a condition reads it.
-                                    last_modified: if ctx.conditions.is_empty() {
-                                        None
-                                    } else {
-                                        head.headers
-                                            .get(header::LAST_MODIFIED)
-                                            .and_then(parse_date_value)
-                                    },
-                                };
-                                let replay = ConditionalBody::replay(
-                                    std::mem::take(chunks),
-                                    trailers.take(),
-                                    None,
-                                    None,
-                                );
-                                break ctx.finish_read(head, replay, found, true);
-                            }
-                        }
-                    }
+                    let filled = match buf.poll_fill(body.as_mut(), cx) {
+                        Poll::Ready(filled) => Some(filled),
+                        Poll::Pending if deadline.poll_expired(cx) => None,
+                        Poll::Pending => return Poll::Pending,
+                    };
+                    let StateOwned::Buffering {
+                        head, body, buf, ..
+                    } = this.state.as_mut().take()
+                    else {
+                        unreachable!("the state is Buffering")
+                    };
+                    this.exchange.on_buffered(head, body, buf, filled)
                 }
-                StateProj::AfterWrite { fut, response } => {
+                StateProj::AfterWrite { fut, .. } => {
                     let found = ready!(fut.poll(cx));
-                    let mut response = response
-                        .take()
-                        .expect("AfterWrite polled after it finished")
-                        .map(ConditionalBody::pass_through);
-                    match found {
-                        Ok(Some(Validators {
-                            etag: Some(tag), ..
-                        })) => {
-                            response
-                                .headers_mut()
-                                .insert(header::ETAG, tag.to_header_value());
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::debug!(error = %e, "lookup after a write failed; answering without ETag")
-                        }
-                    }
-                    Step::Done(Ok(response))
+                    let StateOwned::AfterWrite { response, .. } = this.state.as_mut().take() else {
+                        unreachable!("the state is AfterWrite")
+                    };
+                    Next::Done(Ok(with_new_etag(response, found)))
                 }
-                StateProj::Immediate { response } => {
-                    let response = response.take().expect("Immediate polled after it finished");
-                    Step::Done(Ok(response.map(ConditionalBody::full)))
+                StateProj::Answer { .. } => {
+                    let StateOwned::Answer { response } = this.state.as_mut().take() else {
+                        unreachable!("the state is Answer")
+                    };
+                    Next::Done(Ok(response))
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             };
-            match step {
-                Step::Next(next) => this.state.set(next),
-                Step::Done(output) => {
-                    // Release the write lock as soon as the response head exists.
-                    ctx.lock = None;
+            match next {
+                Next::State(state) => this.state.set(state),
+                Next::Locked(guard, mut pending) => {
+                    *this.lock = Some(guard);
+                    pending.locked = true;
+                    this.state.set(this.exchange.look(pending));
+                }
+                Next::Done(output) => {
+                    // The write lock is held until the response head exists, no longer.
+                    *this.lock = None;
                     this.state.set(State::Done);
                     return Poll::Ready(output);
                 }
@@ -331,72 +327,55 @@ where
     }
 }
 
-/// How the validators of a deferred request will be found.
-pub(crate) enum Plan<LF> {
-    /// Await this lookup future.
-    Lookup(LF),
-    /// Send `Ctx::probe` to the inner service.
-    Probe,
+impl<S, ReqBody, ResBody, L> State<S, ReqBody, ResBody, L>
+where
+    S: Service<Request<ReqBody>>,
+    L: VersionLookup<ReqBody>,
+    ResBody: Body,
+{
+    /// Moves the state out, leaving `Done`.
+    fn take(self: Pin<&mut Self>) -> StateOwned<S, ReqBody, ResBody, L> {
+        self.project_replace(State::Done)
+    }
 }
 
-/// What the response of the inner service is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// OPTIONS, CONNECT, TRACE: untouched.
-    PassThrough,
-    /// GET or HEAD. `head`: the client sent HEAD; `as_get`: it was forwarded as GET.
-    Read { head: bool, as_get: bool },
-    /// Every other method.
-    Write,
-}
-
-/// Everything the state machine needs besides its state.
-pub(crate) struct Ctx<S, ReqBody, LF, P> {
-    pub(crate) method: Method,
-    pub(crate) mode: Mode,
-    pub(crate) config: Arc<Config>,
-    pub(crate) predicate: P,
-    pub(crate) conditions: Conditions,
-    pub(crate) grpc: bool,
-    /// Whether a 304 or 412 decided from the lookup alone may be answered without the
-    /// inner service (`lookup_reads` with a lookup service).
-    pub(crate) lookup_answers_reads: bool,
-    /// The ready inner service, for a call made after finding validators.
-    pub(crate) svc: Option<S>,
-    /// Whether `svc` is still ready (false once the probe used it).
-    pub(crate) svc_ready: bool,
-    /// The request, held while its validators are found.
-    pub(crate) request: Option<Request<ReqBody>>,
-    /// The internal GET, until it is sent.
-    pub(crate) probe: Option<Request<ReqBody>>,
-    /// What the lookup or the probe found, before the inner service ran.
-    pub(crate) known: Option<Validators>,
-    /// The lookup to run after a successful write (serialized writes only).
-    pub(crate) after_write: Option<LF>,
-    pub(crate) lock: Option<OwnedMutexGuard<()>>,
-}
-
-impl<S, ReqBody, LF, P> Ctx<S, ReqBody, LF, P> {
-    pub(crate) fn new(method: Method, mode: Mode, config: Arc<Config>, predicate: P) -> Self {
-        Ctx {
-            method,
-            mode,
-            config,
-            predicate,
-            conditions: Conditions::default(),
-            grpc: false,
-            lookup_answers_reads: false,
-            svc: None,
-            svc_ready: false,
-            request: None,
-            probe: None,
-            known: None,
-            after_write: None,
-            lock: None,
+/// A serialized write's response, with the `ETag` the lookup found after it.
+fn with_new_etag<B: Body, E: std::fmt::Display>(
+    mut response: Response<B>,
+    found: Result<Current, E>,
+) -> Response<ConditionalBody<B>> {
+    match found {
+        Ok(Current::Exists(v)) => {
+            if let Some(tag) = v.etag() {
+                response
+                    .headers_mut()
+                    .insert(header::ETAG, tag.to_header_value());
+            }
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::debug!(error = %e, "lookup after a write failed; answering without ETag")
         }
     }
+    response.map(ConditionalBody::pass_through)
+}
 
-    pub(crate) fn reject<B: Body>(&self, rejection: Rejection) -> Response<ConditionalBody<B>> {
+impl<P> Exchange<P> {
+    fn answer<B: Body>(&self, kind: RejectionKind) -> Response<ConditionalBody<B>> {
+        let rejection = Rejection::new(kind, self.grpc.clone());
+        self.config.render(&rejection).map(ConditionalBody::full)
+    }
+
+    fn precondition_failed<B: Body>(
+        &self,
+        failed: crate::precondition::Failed,
+        current: Option<&Validators>,
+    ) -> Response<ConditionalBody<B>> {
+        let mut rejection =
+            Rejection::new(RejectionKind::PreconditionFailed(failed), self.grpc.clone());
+        if self.config.disclose_current_etag {
+            rejection = rejection.with_current(current.and_then(|v| v.etag().cloned()));
+        }
         self.config.render(&rejection).map(ConditionalBody::full)
     }
 
@@ -417,7 +396,13 @@ impl<S, ReqBody, LF, P> Ctx<S, ReqBody, LF, P> {
         )
     }
 
-    /// For a HEAD forwarded as GET: keep the head, drop the body, keep its length.
+    /// From here on, `Range` and `If-Range` are the service's.
+    pub(crate) fn hand_over_range(&mut self) {
+        self.conditions.has_range = false;
+        self.conditions.if_range = None;
+    }
+
+    /// For a HEAD forwarded as GET: keep the head, drop the body, keep the GET's length.
     fn strip_head<B: Body>(
         &self,
         mut head: http::response::Parts,
@@ -431,6 +416,11 @@ impl<S, ReqBody, LF, P> Ctx<S, ReqBody, LF, P> {
         {
             return Response::from_parts(head, body);
         }
+        // A 204 has no content and a 304's length may only be the 200's (RFC 9110 §8.6):
+        // neither gets a length the layer made up.
+        if head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED {
+            return Response::from_parts(head, ConditionalBody::empty(SizeHint::new()));
+        }
         let hint = body.hint();
         if let Some(n) = hint.exact() {
             if !head.headers.contains_key(header::CONTENT_LENGTH) {
@@ -440,247 +430,354 @@ impl<S, ReqBody, LF, P> Ctx<S, ReqBody, LF, P> {
         }
         Response::from_parts(head, ConditionalBody::empty(hint))
     }
-
-    /// Validators of a response that was not hashed: its own headers, completed by what the
-    /// lookup said before the call.
-    fn validators_without_hash(&self, headers: &HeaderMap) -> Validators {
-        let mut found = Validators::from_headers(headers);
-        if let Some(known) = &self.known {
-            if found.etag.is_none() {
-                found.etag.clone_from(&known.etag);
-            }
-            if found.last_modified.is_none() {
-                found.last_modified = known.last_modified;
-            }
-        }
-        found
-    }
 }
 
-fn not_modified_from<B: Body>(current: &Validators) -> Response<ConditionalBody<B>> {
-    let mut response = Response::new(ConditionalBody::empty(SizeHint::new()));
-    *response.status_mut() = StatusCode::NOT_MODIFIED;
-    let headers = response.headers_mut();
-    if let Some(tag) = &current.etag {
-        headers.insert(header::ETAG, tag.to_header_value());
-    } else if let Some(time) = current.last_modified {
-        if let Some(v) = crate::header::http_date(time) {
-            headers.insert(header::LAST_MODIFIED, v);
-        }
-    }
-    response
-}
-
-impl<S, ReqBody, ResBody, LF, LE, P> Ctx<S, ReqBody, LF, P>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    LF: Future<Output = Result<Option<Validators>, LE>>,
-    LE: std::fmt::Display,
-    ResBody: Body,
-    P: Predicate,
-{
-    /// Starts finding validators (after the lock, when there is one).
-    pub(crate) fn start(&mut self, plan: Plan<LF>) -> Step<S::Future, LF, ResBody, S::Error> {
-        match plan {
-            Plan::Lookup(fut) => Step::Next(State::Lookup { fut }),
-            Plan::Probe => {
-                let probe = self.probe.take().expect("probe request prepared");
-                let svc = self.svc.as_mut().expect("service held for the probe");
-                self.svc_ready = false;
-                Step::Next(State::Probe {
-                    fut: svc.call(probe),
-                })
-            }
+impl<P: Predicate> Exchange<P> {
+    /// Starts finding the validators of `pending`'s target (again, under the lock).
+    pub(crate) fn look<S, ReqBody, ResBody, L>(
+        &self,
+        mut pending: Pending<S, ReqBody, L>,
+    ) -> State<S, ReqBody, ResBody, L>
+    where
+        S: Service<Request<ReqBody>> + Clone,
+        L: VersionLookup<ReqBody>,
+        ResBody: Body,
+    {
+        match pending.source.source(&pending.req) {
+            Source::Lookup(fut) => State::Lookup { fut, pending },
+            Source::InternalGet(get) => State::GetHead {
+                fut: Oneshot::new(pending.svc.clone(), get),
+                pending,
+            },
+            // The source said otherwise the first time; nothing to check.
+            _ => proceed(pending, None),
         }
     }
 
-    fn call_inner(&mut self) -> Step<S::Future, LF, ResBody, S::Error> {
-        if !self.svc_ready {
-            return Step::Next(State::AwaitReady);
-        }
-        let request = self
-            .request
-            .take()
-            .expect("request held for the deferred call");
-        let svc = self
-            .svc
-            .as_mut()
-            .expect("service held for the deferred call");
-        Step::Next(State::Inner {
-            fut: svc.call(request),
-        })
-    }
-
-    /// The current validators are known (or could not be found): decide.
-    fn on_validators<E: std::fmt::Display>(
+    /// The internal GET answered: its validators, or the reason there are none.
+    fn on_get_head<S, ReqBody, ResBody, L>(
         &mut self,
-        found: Result<Option<Validators>, E>,
-    ) -> Step<S::Future, LF, ResBody, S::Error> {
+        response: Result<Response<ResBody>, S::Error>,
+        pending: Pending<S, ReqBody, L>,
+    ) -> Next<S, ReqBody, ResBody, L>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+        L: VersionLookup<ReqBody>,
+        ResBody: Body,
+    {
+        let Ok(mut response) = response else {
+            return self.decide(Err("the internal GET failed".into()), pending);
+        };
+        let status = response.status();
+        if status == StatusCode::NOT_FOUND {
+            return self.decide(Ok(Current::Absent), pending);
+        }
+        if status.is_client_error() {
+            // The write would be refused the same way (401, 403, …): say so, learn nothing.
+            let response = response.map(ConditionalBody::pass_through);
+            return Next::Done(Ok(response));
+        }
+        if !status.is_success() {
+            return self.decide(Err(format!("the internal GET answered {status}")), pending);
+        }
+        let own_tag = own_etag(response.headers_mut(), &self.config);
+        let mut found = Validators::from_headers(response.headers());
+        if let Some(tag) = own_tag {
+            found.set_etag(tag);
+            return self.decide(Ok(Current::Exists(found)), pending);
+        }
+        if self.predicate.should_hash(&response) && may_fit(&response, self.config.max_buffer) {
+            let buf = HashBuffer::new(self.config.hash, self.config.max_buffer, false);
+            return Next::State(State::GetBody {
+                body: response.into_body(),
+                buf,
+                found,
+                pending,
+            });
+        }
+        self.decide(Ok(Current::Exists(found)), pending)
+    }
+
+    /// The target's validators are known (or could not be found): decide what happens.
+    fn decide<S, ReqBody, ResBody, L>(
+        &mut self,
+        found: Result<Current, String>,
+        pending: Pending<S, ReqBody, L>,
+    ) -> Next<S, ReqBody, ResBody, L>
+    where
+        S: Service<Request<ReqBody>> + Clone,
+        L: VersionLookup<ReqBody>,
+        ResBody: Body,
+    {
         let current = match found {
-            Ok(current) => current,
-            Err(error) => {
-                let uri = self
-                    .request
-                    .as_ref()
-                    .map(|r| r.uri().clone())
-                    .unwrap_or_default();
+            Ok(Current::Refuse(response)) => {
+                return Next::Done(Ok(response.map(ConditionalBody::full)))
+            }
+            Ok(Current::Exists(v)) => Some(v),
+            Ok(Current::Absent) => None,
+            Err(error) if self.mode == Mode::Write => {
                 tracing::error!(
                     %error,
                     method = %self.method,
-                    %uri,
+                    uri = %pending.req.uri(),
                     "current validators unavailable; answering 503 without calling the service"
                 );
-                let rejection = Rejection::new(RejectionKind::LookupFailed, self.grpc);
-                return Step::Done(Ok(self.reject(rejection)));
+                return Next::Done(Ok(self.answer(RejectionKind::LookupFailed)));
+            }
+            Err(error) => {
+                // A full response is always a correct answer to a read.
+                tracing::warn!(%error, uri = %pending.req.uri(), "lookup failed; the read goes to the service");
+                self.hand_over_range();
+                return Next::State(proceed(pending, None));
             }
         };
+        match self.mode {
+            Mode::Write => self.decide_write(current, pending),
+            _ => self.decide_read(current, pending),
+        }
+    }
+
+    fn decide_write<S, ReqBody, ResBody, L>(
+        &mut self,
+        current: Option<Validators>,
+        mut pending: Pending<S, ReqBody, L>,
+    ) -> Next<S, ReqBody, ResBody, L>
+    where
+        S: Service<Request<ReqBody>> + Clone,
+        L: VersionLookup<ReqBody>,
+        ResBody: Body,
+    {
+        // A date that cannot be evaluated (no Last-Modified to compare with) guards nothing.
+        let date_only =
+            !self.conditions.if_match.is_present() && !self.conditions.if_none_match.is_present();
+        if date_only
+            && self.config.requires_precondition(&self.method)
+            && current
+                .as_ref()
+                .and_then(Validators::last_modified)
+                .is_none()
+        {
+            return Next::Done(Ok(self.answer(RejectionKind::PreconditionRequired)));
+        }
         let decision = evaluate(
             &self.method,
             &self.conditions,
             current.as_ref(),
             self.options(),
         );
-        let request = self.request.as_mut().expect("request held while deciding");
-        match decision {
-            // RFC 9110 §13.2.1: preconditions are ignored where the answer without them would
-            // not be 2xx. A read of nothing is the service's to answer (typically 404); so is
-            // a write that cannot create, which the layer answers 404 without running it.
-            _ if current.is_none() && matches!(self.mode, Mode::Read { .. }) => {}
-            Decision::PreconditionFailed(_)
-                if current.is_none() && !self.config.creating_methods.contains(&self.method) =>
-            {
-                let rejection = Rejection::new(RejectionKind::NotFound, self.grpc);
-                return Step::Done(Ok(self.reject(rejection)));
+        if let Decision::PreconditionFailed(failed) = decision {
+            // RFC 9110 §13.2.1: a write that cannot create finds nothing to act on; the
+            // answer without the condition, given here so nothing runs.
+            if current.is_none() && !self.config.creating_methods.contains(&self.method) {
+                return Next::Done(Ok(self.answer(RejectionKind::NotFound)));
             }
-            Decision::PreconditionFailed(failed) => {
-                let rejection =
-                    Rejection::new(RejectionKind::PreconditionFailed(failed), self.grpc)
-                        .with_current(current.and_then(|v| v.etag));
-                return Step::Done(Ok(self.reject(rejection)));
-            }
-            Decision::NotModified if self.lookup_answers_reads => {
-                let current = current.unwrap_or_default();
-                return Step::Done(Ok(not_modified_from(&current)));
-            }
-            // Let the service answer; its response is evaluated again, with all its fields.
-            Decision::NotModified => {}
-            Decision::IgnoreRange => {
-                request.headers_mut().remove(header::RANGE);
-                request.headers_mut().remove(header::IF_RANGE);
-                self.conditions.has_range = false;
-                self.conditions.if_range = None;
-            }
-            Decision::Proceed => {
-                if self.conditions.if_range.take().is_some() {
-                    // Evaluated here; the service only sees the Range it must honour.
-                    request.headers_mut().remove(header::IF_RANGE);
-                }
-                if self.mode == Mode::Write {
-                    let expectation = Expectation::new(&self.conditions, current.as_ref());
-                    request.extensions_mut().insert(expectation);
-                }
+            return Next::Done(Ok(self.precondition_failed(failed, current.as_ref())));
+        }
+        if !pending.locked {
+            if let Some(locks) = &self.config.locks {
+                let key = self
+                    .config
+                    .lock_key(pending.req.uri(), pending.req.headers());
+                let fut = locks.lock_for(key).lock_owned();
+                return Next::State(State::Locking { fut, pending });
             }
         }
-        self.known = current;
-        self.call_inner()
+        let expectation = Expectation::new(&self.conditions, current.as_ref());
+        pending.req.extensions_mut().insert(expectation);
+        let after_write = match (&self.config.locks, pending.source.is_lookup()) {
+            (Some(_), true) => match pending.source.source(&pending.req) {
+                Source::Lookup(fut) => Some(fut),
+                _ => None,
+            },
+            _ => None,
+        };
+        Next::State(proceed(pending, after_write))
     }
 
-    fn on_probe_response(
+    fn decide_read<S, ReqBody, ResBody, L>(
+        &mut self,
+        current: Option<Validators>,
+        mut pending: Pending<S, ReqBody, L>,
+    ) -> Next<S, ReqBody, ResBody, L>
+    where
+        S: Service<Request<ReqBody>> + Clone,
+        L: VersionLookup<ReqBody>,
+        ResBody: Body,
+    {
+        // Without a current representation the service answers (typically 404).
+        let Some(current) = current else {
+            self.hand_over_range();
+            return Next::State(proceed(pending, None));
+        };
+        let decision = evaluate(
+            &self.method,
+            &self.conditions,
+            Some(&current),
+            self.options(),
+        );
+        match decision {
+            Decision::PreconditionFailed(failed) => {
+                return Next::Done(Ok(self.precondition_failed(failed, Some(&current))));
+            }
+            Decision::NotModified if self.config.lookup_reads => {
+                let (status, headers) = not_modified_from(&current);
+                let mut response = Response::new(ConditionalBody::empty(SizeHint::new()));
+                *response.status_mut() = status;
+                *response.headers_mut() = headers;
+                return Next::Done(Ok(response));
+            }
+            Decision::IgnoreRange => {
+                // The client's part is of another version: the whole representation.
+                pending.req.headers_mut().remove(header::RANGE);
+                pending.req.headers_mut().remove(header::IF_RANGE);
+            }
+            // `If-Range` stays on the request: the service re-checks it against the version
+            // it actually serves, so a write landing in between cannot splice versions.
+            Decision::Proceed | Decision::NotModified => {}
+        }
+        self.prechecked = true;
+        self.hand_over_range();
+        Next::State(proceed(pending, None))
+    }
+
+    /// The service answered.
+    fn on_response<S, ReqBody, ResBody, L>(
         &mut self,
         response: Response<ResBody>,
-    ) -> Step<S::Future, LF, ResBody, S::Error> {
-        let status = response.status();
-        if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
-            return self.on_validators(Ok::<_, &str>(None));
+        after_write: Option<L::Future>,
+    ) -> Next<S, ReqBody, ResBody, L>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+        L: VersionLookup<ReqBody>,
+        ResBody: Body,
+    {
+        match self.mode {
+            Mode::Exempt => Next::Done(Ok(response.map(ConditionalBody::pass_through))),
+            Mode::Write => match after_write {
+                Some(fut) if wants_new_etag(&self.method, &response) => {
+                    Next::State(State::AfterWrite { fut, response })
+                }
+                _ => Next::Done(Ok(response.map(ConditionalBody::pass_through))),
+            },
+            Mode::Read { .. } => self.on_read_response(response),
         }
-        if !status.is_success() {
-            return self.on_validators(Err(format!("the internal GET answered {status}")));
+    }
+
+    fn on_read_response<S, ReqBody, ResBody, L>(
+        &mut self,
+        mut response: Response<ResBody>,
+    ) -> Next<S, ReqBody, ResBody, L>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+        L: VersionLookup<ReqBody>,
+        ResBody: Body,
+    {
+        if !response.status().is_success() {
+            let (head, body) = response.into_parts();
+            return Next::Done(Ok(
+                self.strip_head(head, ConditionalBody::pass_through(body))
+            ));
         }
-        let found = Validators::from_headers(response.headers());
-        if found.etag.is_none()
+        let own_tag = own_etag(response.headers_mut(), &self.config);
+        if own_tag.is_none()
+            && self.has_get_body()
             && self.predicate.should_hash(&response)
             && may_fit(&response, self.config.max_buffer)
         {
-            return Step::Next(State::ProbeBody {
-                body: response.into_body(),
-                hasher: ETagHasher::with_algorithm(self.config.hash),
-                len: 0,
-                found: Some(found),
+            let (head, body) = response.into_parts();
+            return Next::State(State::Buffering {
+                head,
+                body: Box::pin(body),
+                buf: HashBuffer::new(self.config.hash, self.config.max_buffer, true),
+                deadline: Deadline::new(self.config.max_buffer_time),
             });
         }
-        self.on_validators(Ok::<_, &str>(Some(found)))
+        let (head, body) = response.into_parts();
+        let found = self.validators_of(&head.headers, own_tag);
+        self.finish_read(head, ConditionalBody::pass_through(body), found, false)
     }
 
-    fn on_response(
+    /// The held body ended (`Some(End)`), outgrew the limit, failed, or took too long
+    /// (`None`).
+    fn on_buffered<S, ReqBody, ResBody, L>(
         &mut self,
-        response: Response<ResBody>,
-    ) -> Step<S::Future, LF, ResBody, S::Error> {
-        match self.mode {
-            Mode::PassThrough => Step::Done(Ok(response.map(ConditionalBody::pass_through))),
-            Mode::Write => {
-                let needs_tag = response.status().is_success()
-                    && !response.headers().contains_key(header::ETAG)
-                    && self.method != Method::DELETE;
-                match (needs_tag, self.after_write.take()) {
-                    (true, Some(fut)) => Step::Next(State::AfterWrite {
-                        fut,
-                        response: Some(response),
-                    }),
-                    _ => Step::Done(Ok(response.map(ConditionalBody::pass_through))),
-                }
+        head: http::response::Parts,
+        body: Pin<Box<ResBody>>,
+        buf: HashBuffer,
+        filled: Option<Filled<ResBody::Error>>,
+    ) -> Next<S, ReqBody, ResBody, L>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+        L: VersionLookup<ReqBody>,
+        ResBody: Body,
+    {
+        match filled {
+            Some(Filled::End) => {
+                let (tag, held) = buf.finish();
+                let mut found = self.validators_of(&head.headers, None);
+                found.set_etag(tag);
+                self.finish_read(head, ConditionalBody::replay(held, None), found, true)
             }
-            Mode::Read { .. } => {
-                if !response.status().is_success() {
-                    let (head, body) = response.into_parts();
-                    let body = ConditionalBody::pass_through(body);
-                    return Step::Done(Ok(self.strip_head(head, body)));
-                }
-                if !response.headers().contains_key(header::ETAG)
-                    && self.has_get_body()
-                    && self.predicate.should_hash(&response)
-                    && may_fit(&response, self.config.max_buffer)
-                {
-                    let (head, body) = response.into_parts();
-                    return Step::Next(State::Buffering {
-                        head: Some(head),
-                        body: Some(Box::pin(body)),
-                        hasher: ETagHasher::with_algorithm(self.config.hash),
-                        chunks: VecDeque::new(),
-                        len: 0,
-                        trailers: None,
-                    });
-                }
-                let (mut head, body) = response.into_parts();
-                let found = self.validators_without_hash(&head.headers);
-                if let (Some(tag), false) = (&found.etag, head.headers.contains_key(header::ETAG)) {
-                    // The lookup's tag describes the selected representation.
-                    head.headers.insert(header::ETAG, tag.to_header_value());
-                }
-                self.finish_read(head, ConditionalBody::pass_through(body), found, false)
+            Some(Filled::Failed(_)) => {
+                tracing::error!(
+                    method = %self.method,
+                    "the response body failed before it was complete; answering 500"
+                );
+                Next::Done(Ok(self.answer(RejectionKind::IncompleteBody)))
+            }
+            // Send what is held, then the rest, untagged.
+            Some(Filled::Overflow) | None => {
+                let found = self.validators_of(&head.headers, None);
+                let body = ConditionalBody::replay(buf.into_held(), Some(body));
+                self.finish_read(head, body, found, false)
             }
         }
+    }
+
+    /// Validators of a response: its own tag (already checked), and `Last-Modified` when a
+    /// condition will read it.
+    fn validators_of(&self, headers: &HeaderMap, tag: Option<crate::EntityTag>) -> Validators {
+        let mut found = Validators::new();
+        if let Some(tag) = tag {
+            found.set_etag(tag);
+        }
+        if !self.conditions.is_empty() {
+            if let Some(time) = headers
+                .get(header::LAST_MODIFIED)
+                .and_then(parse_date_value)
+            {
+                found = found.with_last_modified(time);
+            }
+        }
+        found
     }
 
     /// A 2xx read with its validators known: 304, 412, or the response.
-    /// `computed`: `found.etag` was computed by the layer and goes into the response.
-    fn finish_read(
+    /// `computed`: `found`'s tag was computed by the layer and goes into the response.
+    fn finish_read<S, ReqBody, ResBody, L>(
         &self,
         mut head: http::response::Parts,
         body: ConditionalBody<ResBody>,
-        found: Validators,
+        mut found: Validators,
         computed: bool,
-    ) -> Step<S::Future, LF, ResBody, S::Error> {
-        let decision = if self.conditions.is_empty() {
+    ) -> Next<S, ReqBody, ResBody, L>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+        L: VersionLookup<ReqBody>,
+        ResBody: Body,
+    {
+        // What a lookup already passed is not failed for want of a validator on this
+        // response (a 206 the layer does not hash, say).
+        let unknown = found.etag().is_none() && found.last_modified().is_none();
+        let decision = if self.conditions.is_empty() || (self.prechecked && unknown) {
             Decision::Proceed
         } else {
             evaluate(&self.method, &self.conditions, Some(&found), self.options())
         };
         if let Decision::PreconditionFailed(failed) = decision {
-            let rejection = Rejection::new(RejectionKind::PreconditionFailed(failed), self.grpc)
-                .with_current(found.etag);
-            return Step::Done(Ok(self.reject(rejection)));
+            return Next::Done(Ok(self.precondition_failed(failed, Some(&found))));
         }
-        if let (true, Some(tag)) = (computed, found.etag) {
+        if let (true, Some(tag)) = (computed, found.take_etag()) {
             // Moved, not cloned: the header owns the tag's bytes.
             head.headers.insert(header::ETAG, tag.into());
         }
@@ -688,8 +785,52 @@ where
             drop(body);
             into_not_modified(&mut head.status, &mut head.headers);
             let empty = ConditionalBody::empty(SizeHint::new());
-            return Step::Done(Ok(Response::from_parts(head, empty)));
+            return Next::Done(Ok(Response::from_parts(head, empty)));
         }
-        Step::Done(Ok(self.strip_head(head, body)))
+        Next::Done(Ok(self.strip_head(head, body)))
     }
+}
+
+/// Calls the service once it is ready again.
+fn proceed<S, ReqBody, ResBody, L>(
+    pending: Pending<S, ReqBody, L>,
+    after_write: Option<L::Future>,
+) -> State<S, ReqBody, ResBody, L>
+where
+    S: Service<Request<ReqBody>>,
+    L: VersionLookup<ReqBody>,
+    ResBody: Body,
+{
+    State::Deferred {
+        fut: Oneshot::new(pending.svc, pending.req),
+        after_write,
+    }
+}
+
+/// Whether a successful write's response should get the tag the lookup reports after it:
+/// only when it describes the request's own target — not a 201, whose tag would be the
+/// created resource's (RFC 9110 §15.3.2), nor a response naming another resource.
+fn wants_new_etag<B>(method: &Method, response: &Response<B>) -> bool {
+    let status = response.status();
+    status.is_success()
+        && status != StatusCode::CREATED
+        && method != Method::DELETE
+        && !response.headers().contains_key(header::ETAG)
+        && !response.headers().contains_key(header::CONTENT_LOCATION)
+        && !response.headers().contains_key(header::LOCATION)
+}
+
+/// The service's own `ETag`, when it sent exactly one valid one. An invalid or repeated field
+/// is removed (and logged once per layer): the body is hashed instead, on reads and on the
+/// internal GET alike, so both agree on one tag per representation.
+fn own_etag(headers: &mut HeaderMap, config: &Config) -> Option<crate::EntityTag> {
+    let mut values = headers.get_all(header::ETAG).iter();
+    let first = values.next()?;
+    let valid = crate::EntityTag::try_from(first).ok();
+    if let (Some(tag), None) = (&valid, values.next()) {
+        return Some(tag.clone());
+    }
+    config.warn_invalid_etag();
+    headers.remove(header::ETAG);
+    None
 }

@@ -6,8 +6,8 @@
 //!
 //! ```
 //! use http::{HeaderMap, HeaderValue};
-//! use tower_conditional::etag::EntityTag;
-//! use tower_conditional::header::TagList;
+//! use tower_conditional::EntityTag;
+//! use tower_conditional::precondition::TagList;
 //!
 //! let mut headers = HeaderMap::new();
 //! headers.append("if-none-match", HeaderValue::from_static("\"a\", W/\"b\""));
@@ -155,7 +155,7 @@ fn parse_line(b: &[u8], any: &mut bool, tags: &mut Vec<EntityTag>) -> Result<(),
 ///
 /// ```
 /// # use http::{HeaderMap, HeaderValue};
-/// # use tower_conditional::header::parse_http_date;
+/// # use tower_conditional::precondition::parse_http_date;
 /// let mut h = HeaderMap::new();
 /// h.insert("if-modified-since", HeaderValue::from_static("Sunday, 06-Nov-94 08:49:37 GMT"));
 /// assert!(parse_http_date(h.get_all("if-modified-since")).is_some());
@@ -172,13 +172,142 @@ pub fn parse_http_date(lines: GetAll<'_, HeaderValue>) -> Option<SystemTime> {
 }
 
 pub(crate) fn parse_date_value(value: &HeaderValue) -> Option<SystemTime> {
-    let text = value.to_str().ok()?.trim();
-    // The longest valid form (RFC 850 with the longest weekday) is 33 bytes; anything much
-    // longer is not a date, and need not be handed to the date parser at all.
-    if text.len() > 64 {
+    parse_date_bytes(value.as_bytes().trim_ascii(), SystemTime::now())
+}
+
+/// Parses one HTTP-date (RFC 9110 §5.6.7) in any of its three formats, for any four-digit
+/// year — 0001 and 1969 included, which `httpdate` refuses. `now` places the two-digit
+/// years of the RFC 850 format: one more than 50 years ahead is read as the most recent
+/// past year with the same last two digits.
+pub(crate) fn parse_date_bytes(b: &[u8], now: SystemTime) -> Option<SystemTime> {
+    // The longest valid form (RFC 850 with "Wednesday") is 33 bytes.
+    if b.len() > 40 {
         return None;
     }
-    httpdate::parse_http_date(text).ok()
+    let (year, month, day, time) = if b.get(3) == Some(&b',') {
+        // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT"
+        if b.len() != 29 || !is_day_name(&b[..3]) || &b[4..5] != b" " || &b[25..] != b" GMT" {
+            return None;
+        }
+        let day = digits(&b[5..7])?;
+        let month = month(&b[8..11])?;
+        let year = digits(&b[12..16])?;
+        if b[7] != b' ' || b[11] != b' ' || b[16] != b' ' {
+            return None;
+        }
+        (year, month, day, &b[17..25])
+    } else if let Some(comma) = b.iter().position(|&c| c == b',') {
+        // RFC 850: "Sunday, 06-Nov-94 08:49:37 GMT"
+        let rest = &b[comma..];
+        if !is_long_day_name(&b[..comma]) || rest.len() != 24 || &rest[..2] != b", " {
+            return None;
+        }
+        if rest[4] != b'-' || rest[8] != b'-' || rest[11] != b' ' || &rest[20..] != b" GMT" {
+            return None;
+        }
+        let day = digits(&rest[2..4])?;
+        let month = month(&rest[5..8])?;
+        let yy = digits(&rest[9..11])?;
+        (full_year(yy, now), month, day, &rest[12..20])
+    } else {
+        // asctime: "Sun Nov  6 08:49:37 1994"
+        if b.len() != 24 || !is_day_name(&b[..3]) || b[3] != b' ' || b[7] != b' ' {
+            return None;
+        }
+        let month = month(&b[4..7])?;
+        let day = match b[8] {
+            b' ' => digits(&b[9..10])?,
+            _ => digits(&b[8..10])?,
+        };
+        if b[10] != b' ' || b[19] != b' ' {
+            return None;
+        }
+        (digits(&b[20..24])?, month, day, &b[11..19])
+    };
+    if time[2] != b':' || time[5] != b':' {
+        return None;
+    }
+    let (h, m, s) = (
+        digits(&time[..2])?,
+        digits(&time[3..5])?,
+        digits(&time[6..8])?,
+    );
+    if h > 23 || m > 59 || s > 59 || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    let secs = days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s;
+    if secs >= 0 {
+        UNIX_EPOCH.checked_add(Duration::from_secs(secs as u64))
+    } else {
+        UNIX_EPOCH.checked_sub(Duration::from_secs(secs.unsigned_abs()))
+    }
+}
+
+fn digits(b: &[u8]) -> Option<i64> {
+    b.iter().try_fold(0i64, |n, &c| {
+        c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+    })
+}
+
+fn is_day_name(b: &[u8]) -> bool {
+    matches!(
+        b,
+        b"Mon" | b"Tue" | b"Wed" | b"Thu" | b"Fri" | b"Sat" | b"Sun"
+    )
+}
+
+fn is_long_day_name(b: &[u8]) -> bool {
+    matches!(
+        b,
+        b"Monday" | b"Tuesday" | b"Wednesday" | b"Thursday" | b"Friday" | b"Saturday" | b"Sunday"
+    )
+}
+
+fn month(b: &[u8]) -> Option<i64> {
+    const NAMES: [&[u8]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    NAMES.iter().position(|n| *n == b).map(|i| i as i64 + 1)
+}
+
+fn is_leap(y: i64) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if is_leap(y) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days from 1970-01-01 to the given proleptic Gregorian date (negative before it).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// RFC 9110 §5.6.7: a two-digit year more than 50 years ahead of `now` is in the past.
+fn full_year(yy: i64, now: SystemTime) -> i64 {
+    let now_secs = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    // Good enough for a year: 365.2425 days on average.
+    let this_year = 1970 + now_secs / 31_556_952;
+    let century = this_year - this_year.rem_euclid(100);
+    let mut year = century + yy;
+    if year > this_year + 50 {
+        year -= 100;
+    }
+    year
 }
 
 /// Formats `time` as an IMF-fixdate header value; `None` outside the years an HTTP-date can
@@ -186,7 +315,7 @@ pub(crate) fn parse_date_value(value: &HeaderValue) -> Option<SystemTime> {
 ///
 /// ```
 /// # use std::time::{Duration, UNIX_EPOCH};
-/// # use tower_conditional::header::http_date;
+/// # use tower_conditional::precondition::http_date;
 /// assert_eq!(http_date(UNIX_EPOCH + Duration::from_secs(784111777)).unwrap(), "Sun, 06 Nov 1994 08:49:37 GMT");
 /// assert!(http_date(UNIX_EPOCH - Duration::from_secs(1)).is_none());
 /// ```
@@ -243,6 +372,82 @@ impl IfRange {
 mod tests {
     use super::*;
     use http::HeaderMap;
+
+    fn date(s: &str) -> Option<SystemTime> {
+        // 2026-11-29, so two-digit years up to 76 are this century.
+        let now = UNIX_EPOCH + Duration::from_secs(1_795_900_000);
+        parse_date_bytes(s.as_bytes(), now)
+    }
+
+    fn secs(t: SystemTime) -> i64 {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => d.as_secs() as i64,
+            Err(e) => -(e.duration().as_secs() as i64),
+        }
+    }
+
+    #[test]
+    fn the_three_formats_agree() {
+        // RFC 9110 §5.6.7's own example.
+        for s in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(date(s).map(secs), Some(784_111_777), "{s}");
+        }
+    }
+
+    #[test]
+    fn any_four_digit_year_is_a_date() {
+        // §5.6.7 makes these valid HTTP-dates; httpdate refuses years before 1970.
+        assert_eq!(date("Wed, 31 Dec 1969 23:59:59 GMT").map(secs), Some(-1));
+        assert_eq!(
+            date("Mon, 01 Jan 0001 00:00:00 GMT").map(secs),
+            Some(-62_135_596_800)
+        );
+        assert_eq!(
+            date("Fri, 31 Dec 9999 23:59:59 GMT").map(secs),
+            Some(253_402_300_799)
+        );
+        assert_eq!(
+            date("Thu, 29 Feb 2024 00:00:00 GMT").map(secs),
+            Some(1_709_164_800)
+        );
+    }
+
+    #[test]
+    fn rfc850_years_follow_the_fifty_year_rule() {
+        // As of 2026: 76 is 2076 (50 years ahead at most), 77 is 1977, 94 is 1994.
+        let year = |s: &str| date(s).map(|t| 1970 + secs(t).div_euclid(31_556_952));
+        assert_eq!(year("Monday, 01-Jun-76 00:00:00 GMT"), Some(2076));
+        assert_eq!(year("Monday, 01-Jun-77 00:00:00 GMT"), Some(1977));
+        assert_eq!(year("Monday, 01-Jun-26 00:00:00 GMT"), Some(2026));
+        assert_eq!(year("Monday, 01-Jun-70 00:00:00 GMT"), Some(2070));
+    }
+
+    #[test]
+    fn invalid_dates_are_none() {
+        for s in [
+            "",
+            "yesterday",
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "Sun, 06 Nov 1994 08:49:37 GMT, Mon, 07 Nov 1994 08:49:37 GMT",
+            "Sun, 31 Feb 1994 08:49:37 GMT",
+            "Sun, 29 Feb 1900 08:49:37 GMT",
+            "Sun, 06 Nov 1994 24:00:00 GMT",
+            "Sun, 06 Nov 1994 08:60:00 GMT",
+            "Sun, 6 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Nov 94 08:49:37 GMT",
+            "Sun, 06 Nov +994 08:49:37 GMT",
+            "Xyz, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-1994 08:49:37 GMT",
+            "Sun Nov 6 08:49:37 1994",
+            "Sun, 00 Nov 1994 08:49:37 GMT",
+        ] {
+            assert_eq!(date(s), None, "{s:?}");
+        }
+    }
 
     fn list(lines: &[&[u8]]) -> Result<Option<TagList>, MalformedList> {
         let mut h = HeaderMap::new();

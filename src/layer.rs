@@ -1,135 +1,42 @@
 //! [`ConditionalLayer`]: the builder that holds all configuration.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::Method;
+use http::{HeaderMap, Method, Uri};
 use tower_layer::Layer;
 
+use crate::config::{Config, LockTable};
 use crate::etag::HashAlgorithm;
-use crate::lookup::{InnerGet, NoLookup};
-use crate::precondition::Options;
+use crate::lookup::{InternalGet, NoLookup, Unconfigured};
 use crate::predicate::DefaultPredicate;
 use crate::response::Rejection;
 use crate::service::Conditional;
 
-/// The default [`ConditionalLayer::max_buffer`]: 1 MiB.
-pub const DEFAULT_MAX_BUFFER: usize = 1024 * 1024;
-
-type RejectFn = dyn Fn(&Rejection) -> http::Response<Bytes> + Send + Sync;
-
-/// Configuration shared by every clone of one layer's services.
-#[derive(Clone)]
-pub(crate) struct Config {
-    pub(crate) max_buffer: usize,
-    pub(crate) head_as_get: bool,
-    pub(crate) require_preconditions: bool,
-    pub(crate) lookup_reads: bool,
-    pub(crate) options: Options,
-    pub(crate) locks: Option<Arc<LockTable>>,
-    pub(crate) on_reject: Option<Arc<RejectFn>>,
-    pub(crate) creating_methods: Vec<Method>,
-    pub(crate) hash: HashAlgorithm,
-}
-
-impl Config {
-    pub(crate) fn render(&self, rejection: &Rejection) -> http::Response<Bytes> {
-        match &self.on_reject {
-            Some(f) => f(rejection),
-            None => rejection.default_response(),
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            max_buffer: DEFAULT_MAX_BUFFER,
-            head_as_get: true,
-            require_preconditions: false,
-            lookup_reads: false,
-            options: Options::default(),
-            locks: None,
-            on_reject: None,
-            creating_methods: vec![Method::PUT],
-            hash: HashAlgorithm::Sha256,
-        }
-    }
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("max_buffer", &self.max_buffer)
-            .field("head_as_get", &self.head_as_get)
-            .field("require_preconditions", &self.require_preconditions)
-            .field("lookup_reads", &self.lookup_reads)
-            .field("weak_if_match", &self.options.weak_if_match)
-            .field("serialize_writes", &self.locks.is_some())
-            .field("on_reject", &self.on_reject.as_ref().map(|_| ".."))
-            .field("creating_methods", &self.creating_methods)
-            .field("hash", &self.hash)
-            .finish()
-    }
-}
-
-/// One async mutex per write target, created on demand and forgotten when unused.
-#[derive(Default)]
-pub(crate) struct LockTable {
-    inner: Mutex<LockMap>,
-}
-
-#[derive(Default)]
-struct LockMap {
-    locks: HashMap<String, Weak<futures_util::lock::Mutex<()>>>,
-    sweep_at: usize,
-}
-
-impl LockTable {
-    pub(crate) fn lock_for(&self, key: &str) -> Arc<futures_util::lock::Mutex<()>> {
-        let mut map = self
-            .inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(lock) = map.locks.get(key).and_then(Weak::upgrade) {
-            return lock;
-        }
-        if map.locks.len() >= map.sweep_at {
-            map.locks.retain(|_, weak| weak.strong_count() > 0);
-            map.sweep_at = (map.locks.len() * 2).max(64);
-        }
-        let lock = Arc::new(futures_util::lock::Mutex::new(()));
-        map.locks.insert(key.to_owned(), Arc::downgrade(&lock));
-        lock
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.inner.lock().unwrap().locks.len()
-    }
-}
-
 /// Applies [`Conditional`] to a service: strong ETags and 304s on reads, 412 for stale
 /// writes. See the [crate docs](crate) for the behaviour; every method here is one knob.
 ///
-/// `L` is where write preconditions get the current validators ([`InnerGet`] by default, see
-/// [`lookup`](crate::lookup)); `P` decides which responses are hashed
-/// ([`DefaultPredicate`]).
+/// `L` is where conditional writes get the target's current validators (none by default: see
+/// [`lookup`](crate::lookup)); `P` decides which responses are hashed ([`DefaultPredicate`]).
 ///
 /// ```
-/// use std::time::Duration;
-/// use tower_conditional::ConditionalLayer;
+/// use std::convert::Infallible;
+/// use tower_conditional::{lookup_fn, ConditionalLayer, LookupRequest, Validators};
 ///
 /// let layer = ConditionalLayer::new()
+///     .lookup(lookup_fn(|_req: LookupRequest| async {
+///         Ok::<_, Infallible>(None::<Validators>) // read your store here
+///     }))
 ///     .max_buffer(256 * 1024)
 ///     .require_preconditions(true)
 ///     .serialize_writes(true);
 /// # let _ = layer;
 /// ```
 #[derive(Clone)]
-pub struct ConditionalLayer<L = InnerGet, P = DefaultPredicate> {
+#[must_use]
+pub struct ConditionalLayer<L = Unconfigured, P = DefaultPredicate> {
     lookup: L,
     predicate: P,
     config: Config,
@@ -152,12 +59,15 @@ impl Default for ConditionalLayer {
 }
 
 impl ConditionalLayer {
-    /// The layer with its documented defaults: `max_buffer` 1 MiB, [`DefaultPredicate`],
-    /// write preconditions checked with an internal GET ([`InnerGet`]), HEAD answered from a
-    /// GET, strong `If-Match`, no required preconditions, no write serialization.
+    /// The layer with its documented defaults: `max_buffer` 1 MiB, `max_buffer_time` 500 ms,
+    /// [`DefaultPredicate`], HEAD answered from a GET, strong `If-Match`, no required
+    /// preconditions, no write serialization — and no source of current validators, so a
+    /// conditional write is answered `501` without calling the service until you configure
+    /// [`lookup`](Self::lookup) (or [`internal_get`](Self::internal_get), or
+    /// [`no_lookup`](Self::no_lookup)). The layer never calls your service on its own.
     pub fn new() -> Self {
         ConditionalLayer {
-            lookup: InnerGet,
+            lookup: Unconfigured,
             predicate: DefaultPredicate::new(),
             config: Config::default(),
         }
@@ -165,15 +75,17 @@ impl ConditionalLayer {
 }
 
 impl<L, P> ConditionalLayer<L, P> {
-    /// Uses `lookup` to find the current validators of a write's target (and, with
-    /// [`lookup_reads`](Self::lookup_reads), of a read's). `lookup` is a
-    /// `Service<LookupRequest, Response = Option<Validators>>`; see [`lookup_fn`](crate::lookup_fn).
+    /// Uses `lookup` to find the current validators of a write's target (and of a read's, for
+    /// `Range` requests and with [`lookup_reads`](Self::lookup_reads)). `lookup` is a
+    /// `Service<LookupRequest>` answering [`Current`](crate::Current) or
+    /// `Option<Validators>`; see [`lookup_fn`](crate::lookup_fn) and [`lookup`](crate::lookup),
+    /// which also shows how a lookup authorizes.
     ///
-    /// Its entity tags must equal the ones reads carry (see [`lookup`](crate::lookup)). A
-    /// lookup error fails closed with 503. To bound its latency, compose it: a
-    /// `tower::timeout::Timeout` turns a slow answer into an error, and since timeouts do not
-    /// cover readiness, `tower::load_shed::LoadShed` turns "not ready" into one —
-    /// `ServiceBuilder::new().load_shed().timeout(d).service(lookup)`.
+    /// Its entity tags must equal the ones reads carry. A lookup error fails a write closed
+    /// with 503 (the service is not called) and lets a read through to the service. To bound
+    /// its latency, compose it: a `tower::timeout::Timeout` turns a slow answer into an
+    /// error, and since timeouts do not cover readiness, `tower::load_shed::LoadShed` turns
+    /// "not ready" into one — `ServiceBuilder::new().load_shed().timeout(d).service(lookup)`.
     pub fn lookup<L2>(self, lookup: L2) -> ConditionalLayer<L2, P> {
         ConditionalLayer {
             lookup,
@@ -182,10 +94,27 @@ impl<L, P> ConditionalLayer<L, P> {
         }
     }
 
-    /// Does not evaluate write preconditions: `If-Match` and friends on PUT, PATCH, DELETE
-    /// and POST reach the inner service untouched. Reads are unaffected.
+    /// Leaves write preconditions to the handler: `If-Match` and friends on PUT, PATCH,
+    /// DELETE and POST reach the inner service, with an [`Expectation`](crate::Expectation)
+    /// whose [`is_evaluated`](crate::Expectation::is_evaluated) is `false` and which carries
+    /// the parsed [`Conditions`](crate::precondition::Conditions). Reads are unaffected.
     pub fn no_lookup(self) -> ConditionalLayer<NoLookup, P> {
         self.lookup(NoLookup)
+    }
+
+    /// Finds a write's current validators by sending the wrapped service a `GET` to the same
+    /// URI (the [internal GET](crate::lookup#the-internal-get)) and hashing its answer as a
+    /// read would.
+    ///
+    /// **This runs your GET handler for every conditional write**, and is safe only where the
+    /// wrapped service routes by method: a hyper service, a `ServiceBuilder` stack around one,
+    /// a whole axum `Router` wrapped from outside. Under axum's `Router::layer`, `route_layer`
+    /// or `MethodRouter::layer` the GET would reach the PUT or DELETE handler itself; with the
+    /// `axum` feature the layer detects that and answers 501 instead. The probe's 404 means
+    /// "absent"; another 4xx (401, 403, …) is passed to the client as the write's answer;
+    /// a 5xx or a failing body fails the write closed with 503.
+    pub fn internal_get(self) -> ConditionalLayer<InternalGet, P> {
+        self.lookup(InternalGet)
     }
 
     /// Decides which responses are buffered and hashed. See [`predicate`](crate::predicate).
@@ -205,6 +134,20 @@ impl<L, P> ConditionalLayer<L, P> {
         self
     }
 
+    /// The longest a response body is held while the layer waits for more of it (default
+    /// 500 ms, `None` for no limit). When the time is up, the held chunks go out untagged and
+    /// the rest streams: a slow or paused producer (long polling, a report computed row by
+    /// row) reaches its client promptly, and a HEAD is answered promptly whatever the GET
+    /// body does. Bodies that are ready at once (the common case) never start the timer.
+    ///
+    /// The default is short enough that a client sees the first bytes of a paused stream
+    /// within a second, and long enough for a handler that writes its body in a few awaits.
+    /// It needs the `tokio` feature (on by default) and a Tokio runtime with its timer.
+    pub fn max_buffer_time(mut self, limit: impl Into<Option<Duration>>) -> Self {
+        self.config.max_buffer_time = limit.into();
+        self
+    }
+
     /// Whether HEAD is answered from a GET (default `true`).
     ///
     /// A HEAD response has no body to hash, and frameworks (axum among them) empty it before
@@ -217,11 +160,20 @@ impl<L, P> ConditionalLayer<L, P> {
         self
     }
 
-    /// Requires preconditions on unsafe methods (RFC 6585 §3): a PUT, PATCH, DELETE or POST
-    /// without `If-Match`, `If-None-Match` or a valid `If-Unmodified-Since` is answered
-    /// `428 Precondition Required`, and the inner service is not called.
+    /// Requires preconditions on writes that change an existing target (RFC 6585 §3): a
+    /// PUT, PATCH or DELETE (see [`required_methods`](Self::required_methods)) without
+    /// `If-Match`, `If-None-Match` or an `If-Unmodified-Since` that can be evaluated is
+    /// answered `428 Precondition Required`, and the inner service is not called. A creating
+    /// POST is not asked for one; safe methods never are.
     pub fn require_preconditions(mut self, enabled: bool) -> Self {
         self.config.require_preconditions = enabled;
+        self
+    }
+
+    /// The methods [`require_preconditions`](Self::require_preconditions) applies to
+    /// (default PUT, PATCH, DELETE).
+    pub fn required_methods<I: IntoIterator<Item = Method>>(mut self, methods: I) -> Self {
+        self.config.required_methods = methods.into_iter().collect();
         self
     }
 
@@ -231,7 +183,9 @@ impl<L, P> ConditionalLayer<L, P> {
     ///
     /// Such a 304 carries the lookup's `ETag` (or `Last-Modified`) but none of the fields
     /// only the handler knows (`Cache-Control`, `Vary`, …); enable it where that is fine.
-    /// Has no effect without a lookup service.
+    /// Has no effect without a lookup service. A lookup that fails lets the read through to
+    /// the service. Let the lookup authorize (see [`lookup`](crate::lookup)): otherwise a
+    /// 304 confirms a guessed tag to anyone.
     pub fn lookup_reads(mut self, enabled: bool) -> Self {
         self.config.lookup_reads = enabled;
         self
@@ -256,10 +210,40 @@ impl<L, P> ConditionalLayer<L, P> {
     /// `ETag` gets the one the lookup reports after the write, while the lock is still held
     /// (without the lock, that tag could already be someone else's).
     ///
+    /// A stale write is refused before it waits: the preconditions are checked once without
+    /// the lock and again under it. The lock is keyed by the path with percent-encoded
+    /// unreserved characters decoded (`/items/%61` is `/items/a`); see
+    /// [`serialize_writes_by`](Self::serialize_writes_by) for another notion of identity.
+    /// While a request waits for the lock it holds nothing else (no readiness of the inner
+    /// service); bound the wait by putting a `tower::timeout::TimeoutLayer` outside the layer:
+    /// a request dropped while waiting leaves nothing behind.
+    ///
     /// It guards one process only; across processes, make the write itself a
     /// compare-and-swap on the [`Expectation`](crate::Expectation) the layer hands over.
     pub fn serialize_writes(mut self, enabled: bool) -> Self {
         self.config.locks = enabled.then(|| Arc::new(LockTable::default()));
+        self
+    }
+
+    /// [`serialize_writes`](Self::serialize_writes), keyed by `key(uri, headers)`: for routes
+    /// whose targets are named by more than the path (a tenant header, say) or by less.
+    pub fn serialize_writes_by<F>(mut self, key: F) -> Self
+    where
+        F: Fn(&Uri, &HeaderMap) -> String + Send + Sync + 'static,
+    {
+        self.config.locks = Some(Arc::new(LockTable::default()));
+        self.config.lock_key = Some(Arc::new(key));
+        self
+    }
+
+    /// Puts the target's current `ETag` into 412 responses (default `false`).
+    ///
+    /// Handy for clients that retry at once, but it tells the caller the current version —
+    /// for a body hashed by the layer, a hash of content the caller may not be allowed to
+    /// see. Enable it only where every caller that reaches the layer may read the target
+    /// (authentication and authorization sit outside the layer, or in the lookup).
+    pub fn disclose_current_etag(mut self, enabled: bool) -> Self {
+        self.config.disclose_current_etag = enabled;
         self
     }
 
@@ -284,7 +268,7 @@ impl<L, P> ConditionalLayer<L, P> {
         self
     }
 
-    /// Renders 404, 412, 428 and 503 responses with `f` instead of
+    /// Renders the layer's own answers (412, 428, 503, 404, 501, 500) with `f` instead of
     /// [`Rejection::default_response`].
     pub fn on_reject<F>(mut self, f: F) -> Self
     where
@@ -299,29 +283,11 @@ impl<S, L: Clone, P: Clone> Layer<S> for ConditionalLayer<L, P> {
     type Service = Conditional<S, L, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Conditional::new(
+        Conditional::from_parts(
             inner,
             self.lookup.clone(),
             self.predicate.clone(),
             Arc::new(self.config.clone()),
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lock_table_reuses_live_locks_and_forgets_dead_ones() {
-        let table = LockTable::default();
-        let a = table.lock_for("/a");
-        let a2 = table.lock_for("/a");
-        assert!(Arc::ptr_eq(&a, &a2));
-        drop((a, a2));
-        for i in 0..200 {
-            let _ = table.lock_for(&format!("/x/{i}"));
-        }
-        assert!(table.len() < 200, "dead entries are swept: {}", table.len());
     }
 }

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(
     missing_docs,
     unreachable_pub,
@@ -7,26 +8,37 @@
     rust_2018_idioms
 )]
 
-pub mod body;
-pub mod etag;
-pub mod future;
-pub mod header;
-pub mod layer;
+mod body;
+mod buffer;
+mod config;
+mod etag;
+mod future;
+mod header;
+mod layer;
 pub mod lookup;
 pub mod precondition;
 pub mod predicate;
-pub mod response;
-pub mod service;
+mod response;
+mod service;
 
+#[doc(inline)]
 pub use crate::body::ConditionalBody;
-pub use crate::etag::{ETagHasher, EntityTag, HashAlgorithm};
+#[doc(inline)]
+pub use crate::config::{DEFAULT_MAX_BUFFER, DEFAULT_MAX_BUFFER_TIME};
+#[doc(inline)]
+pub use crate::etag::{ETagHasher, EntityTag, HashAlgorithm, InvalidEntityTag};
+#[doc(inline)]
 pub use crate::future::ResponseFuture;
-pub use crate::layer::{ConditionalLayer, DEFAULT_MAX_BUFFER};
-pub use crate::lookup::{lookup_fn, InnerGet, LookupRequest, NoLookup, VersionLookup};
+#[doc(inline)]
+pub use crate::layer::ConditionalLayer;
+#[doc(inline)]
+pub use crate::lookup::{lookup_fn, Current, LookupRequest, VersionLookup};
+#[doc(inline)]
 pub use crate::precondition::{Expectation, Validators};
-pub use crate::predicate::{DefaultPredicate, Predicate};
+#[doc(inline)]
 pub use crate::response::{Rejection, RejectionKind};
+#[doc(inline)]
 pub use crate::service::Conditional;
 
-/// The boxed error type of response bodies and lookups.
+/// The boxed error type of response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

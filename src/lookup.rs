@@ -1,48 +1,72 @@
-//! Where the current validators of a write's target come from.
+//! Where the current validators of a request's target come from.
 //!
-//! A *version lookup* is any [`tower::Service`] that takes the request head (an
-//! `http::Request<()>`: method, URI, version, headers and extensions, no body) and answers
-//! the target's current [`Validators`], or `None` when it has no current representation.
-//! [`lookup_fn`] turns an async closure into one:
+//! A conditional write (`If-Match`, `If-None-Match` or `If-Unmodified-Since` on a method
+//! other than GET and HEAD) can only be checked against the target's *current* state, which
+//! the layer does not know. Tell it where to find it, per route:
+//!
+//! | source | builder call | what a conditional write gets |
+//! | --- | --- | --- |
+//! | a *version lookup* into your store | [`.lookup(..)`](crate::ConditionalLayer::lookup) | checked before the handler: 412 when stale, the handler never runs |
+//! | the handler itself | [`.no_lookup()`](crate::ConditionalLayer::no_lookup) | passed to the handler with an [`Expectation`](crate::Expectation) that says nothing was checked |
+//! | an internal GET to the wrapped service | [`.internal_get()`](crate::ConditionalLayer::internal_get) | checked against the GET's response, only where the wrapped service routes by method |
+//! | nothing configured (the default) | — | `501 Not Implemented` naming these calls; the handler never runs |
+//!
+//! A version lookup is any [`tower::Service`] that takes the request head (a
+//! [`LookupRequest`]: method, URI, version, headers and extensions, no body) and answers
+//! [`Current`] (or `Option<Validators>`, which converts). [`lookup_fn`] turns an async
+//! closure into one. Because it sees the request's headers and extensions, it is also the
+//! place to *authorize*: a lookup that answers [`Current::Refuse`] for a caller who may not
+//! see the target stops the layer from telling that caller anything about it (RFC 9110
+//! §13.2.1: preconditions are ignored where the answer without them would not be 2xx).
 //!
 //! ```
 //! use std::convert::Infallible;
-//! use tower_conditional::{lookup_fn, ConditionalLayer, EntityTag, Validators};
+//! use http::StatusCode;
+//! use tower_conditional::{lookup_fn, ConditionalLayer, Current, EntityTag, LookupRequest, Validators};
 //!
-//! let layer = ConditionalLayer::new().lookup(lookup_fn(|req: http::Request<()>| async move {
-//!     // Read the row behind req.uri().path() from your store ...
+//! let layer = ConditionalLayer::new().lookup(lookup_fn(|req: LookupRequest| async move {
+//!     // Authorize first: nothing about the target is revealed to an unknown caller.
+//!     if !req.headers().contains_key(http::header::AUTHORIZATION) {
+//!         let denied = http::Response::builder()
+//!             .status(StatusCode::UNAUTHORIZED)
+//!             .header("www-authenticate", "Bearer")
+//!             .body(bytes::Bytes::new())
+//!             .unwrap();
+//!         return Ok::<_, Infallible>(Current::Refuse(denied));
+//!     }
+//!     // Then read the row behind req.uri().path() from your store ...
 //!     let stored: Option<&[u8]> = Some(b"{\"name\":\"Ada\"}");
-//!     Ok::<_, Infallible>(stored.map(|bytes| Validators::new().with_etag(EntityTag::from_content(bytes))))
+//!     Ok(stored
+//!         .map(|bytes| Validators::new().with_etag(EntityTag::from_content(bytes)))
+//!         .into())
 //! }));
 //! # let _ = layer;
 //! ```
 //!
-//! Two other sources exist, chosen on the layer:
-//!
-//! * [`InnerGet`] (the default): the layer asks the inner service itself, with an internal
-//!   `GET` to the same URI, and hashes the answer exactly as the read path would. This makes
-//!   `If-Match` work with no cooperation from the service. It needs the request body type to
-//!   implement `Default` (to build the empty `GET`); for hyper's `Incoming`, configure a lookup
-//!   or [`NoLookup`], or map the body to a boxed one first.
-//!
-//!   The GET goes to the service the layer wraps, which must therefore route by method (a
-//!   whole router, a hyper service). axum's `Router::layer`, `route_layer` and
-//!   `MethodRouter::layer` wrap each method's handler on its own: there the GET would reach
-//!   the PUT (or DELETE) handler itself. Give such write routes a lookup, or wrap the whole
-//!   `Router` instead.
-//! * [`NoLookup`]: write preconditions are not evaluated by the layer at all; they reach the
-//!   handler untouched.
-//!
 //! The lookup's entity tags must be the ones clients see on reads: either the service sets
 //! `ETag` itself (the layer keeps it), or the lookup computes
 //! [`EntityTag::from_content`](crate::EntityTag::from_content) of the bytes a GET would send.
-
-use std::future::Future;
+//!
+//! ## The internal GET
+//!
+//! [`InternalGet`] asks the wrapped service for the current representation with a `GET` to
+//! the same URI and hashes the answer exactly as the read path would. It runs *your
+//! handler* as a probe, so it is opt-in and safe only where the wrapped service routes by
+//! method: a hyper service, a `ServiceBuilder` stack around one, or a whole axum `Router`
+//! wrapped from outside (`ConditionalLayer::new().internal_get().layer(router)`). axum's
+//! `Router::layer`, `route_layer` and `MethodRouter::layer` wrap each method's handler on
+//! its own: there the "GET" would run the PUT or DELETE handler. With the `axum` feature the
+//! layer detects that placement (the request already carries axum's `MatchedPath`) and
+//! answers 501 instead of probing. The internal GET carries an [`InternalGetRequest`]
+//! extension. It needs a request body type that implements `Default` (to build the empty
+//! GET); hyper's `Incoming` does not.
 
 use std::convert::Infallible;
-use std::fmt::Display;
+use std::fmt::{self, Display};
+use std::future::Future;
 
-use futures_util::future::Ready;
+use bytes::Bytes;
+use futures_util::future::{MapOk, Ready, TryFutureExt};
 use http::{header, HeaderMap, Request};
 use tower::util::{Oneshot, ServiceExt};
 use tower::Service;
@@ -52,31 +76,63 @@ use crate::precondition::Validators;
 /// The request a version lookup receives: the original request's head, without its body.
 pub type LookupRequest = Request<()>;
 
-/// The default source: an internal `GET` to the inner service (see the [module docs](self)).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct InnerGet;
+/// What a version lookup found out about the target of one request.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Current {
+    /// The target has a current representation with these validators.
+    Exists(Validators),
+    /// The target has no current representation.
+    Absent,
+    /// Answer the request with this response and evaluate nothing: the caller may not learn
+    /// about the target (401, 403, a 404 that hides it). The inner service is not called.
+    Refuse(http::Response<Bytes>),
+}
 
-/// No source: the layer leaves write preconditions to the handler (see the
-/// [module docs](self)).
+impl From<Option<Validators>> for Current {
+    fn from(found: Option<Validators>) -> Self {
+        match found {
+            Some(v) => Current::Exists(v),
+            None => Current::Absent,
+        }
+    }
+}
+
+impl From<Validators> for Current {
+    fn from(found: Validators) -> Self {
+        Current::Exists(found)
+    }
+}
+
+/// The default source: none. Conditional writes are refused with `501 Not Implemented`
+/// (see the [module docs](self)); unconditional writes and reads are unaffected.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unconfigured;
+
+/// The handler evaluates write preconditions itself; see
+/// [`ConditionalLayer::no_lookup`](crate::ConditionalLayer::no_lookup).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoLookup;
 
-/// Marks the layer's internal GET: a request extension on every request [`InnerGet`] sends.
-///
-/// Handlers and middleware can use it to tell the layer's reads from clients' (to keep them
-/// out of access logs or metrics, say), or to refuse one that reached a handler that does not
-/// serve GET.
+/// The internal GET: validators from the wrapped service's own answer to a `GET`; see the
+/// [module docs](self#the-internal-get) for where that is safe.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InternalGet;
+
+/// Marks the layer's internal GET: a request extension on every request [`InternalGet`]
+/// sends, so handlers, logs and metrics can tell it from a client's GET.
 ///
 /// ```
-/// use tower_conditional::lookup::ProbeRequest;
+/// use tower_conditional::lookup::InternalGetRequest;
 ///
-/// fn is_probe<B>(req: &http::Request<B>) -> bool {
-///     req.extensions().get::<ProbeRequest>().is_some()
+/// fn is_internal<B>(req: &http::Request<B>) -> bool {
+///     req.extensions().get::<InternalGetRequest>().is_some()
 /// }
-/// # assert!(!is_probe(&http::Request::new(())));
+/// # assert!(!is_internal(&http::Request::new(())));
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ProbeRequest;
+#[non_exhaustive]
+pub struct InternalGetRequest;
 
 /// A lookup made from a closure; see [`lookup_fn`].
 #[derive(Clone, Copy)]
@@ -84,31 +140,34 @@ pub struct LookupFn<F> {
     f: F,
 }
 
-impl<F> std::fmt::Debug for LookupFn<F> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl<F> fmt::Debug for LookupFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LookupFn").finish_non_exhaustive()
     }
 }
 
 /// Makes a version lookup from an async closure over the request head.
 ///
-/// The closure answers `Ok(Some(validators))` for an existing target, `Ok(None)` for one
-/// with no current representation, and `Err(_)` when it cannot tell — which the layer
-/// answers with 503 without calling the inner service (fail closed).
-pub fn lookup_fn<F, Fut, E>(f: F) -> LookupFn<F>
+/// The closure answers [`Current`] (or `Option<Validators>`: `Some` for an existing target,
+/// `None` for one without a current representation), or `Err(_)` when it cannot tell —
+/// which fails a write closed with 503 without calling the inner service, and lets a read
+/// through to the service.
+pub fn lookup_fn<F, Fut, R, E>(f: F) -> LookupFn<F>
 where
     F: FnMut(LookupRequest) -> Fut,
-    Fut: Future<Output = Result<Option<Validators>, E>>,
+    Fut: Future<Output = Result<R, E>>,
+    R: Into<Current>,
 {
     LookupFn { f }
 }
 
-impl<F, Fut, E> Service<LookupRequest> for LookupFn<F>
+impl<F, Fut, R, E> Service<LookupRequest> for LookupFn<F>
 where
     F: FnMut(LookupRequest) -> Fut,
-    Fut: Future<Output = Result<Option<Validators>, E>>,
+    Fut: Future<Output = Result<R, E>>,
+    R: Into<Current>,
 {
-    type Response = Option<Validators>;
+    type Response = R;
     type Error = E;
     type Future = Fut;
 
@@ -124,96 +183,131 @@ where
     }
 }
 
-/// A source of current validators for requests with bodies of type `B`.
+/// Where the validators for one request come from. Built and matched at once in `call`.
+#[doc(hidden)]
+#[allow(missing_debug_implementations, clippy::large_enum_variant)]
+pub enum Source<F, B> {
+    /// Nothing is configured.
+    Unconfigured,
+    /// The handler evaluates.
+    Handler,
+    /// Await this lookup.
+    Lookup(F),
+    /// Send this GET to the wrapped service.
+    InternalGet(Request<B>),
+    /// The internal GET was asked for where it would reach another method's handler.
+    Misplaced,
+}
+
+/// A source of current validators for requests with bodies of type `B`: [`Unconfigured`],
+/// [`NoLookup`], [`InternalGet`] (when `B: Default`), or a version lookup — any
+/// `Service<LookupRequest>` whose response converts into [`Current`] and whose error
+/// implements `Display` (it is logged, never sent).
 ///
-/// Implemented by [`InnerGet`] (when `B: Default`), by [`NoLookup`], and by every
-/// `Service<LookupRequest, Response = Option<Validators>>` whose error implements `Display`
-/// (it is logged, never sent). It is sealed: the service contract is the extension point.
+/// The trait is sealed: the service contract is the extension point. Its items are the
+/// layer's own business and hidden from the docs.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot find current validators for requests with body type `{B}`",
-    note = "the default source, `InnerGet`, builds an empty GET and needs `{B}: Default` (hyper's `Incoming` is not)",
-    note = "configure `.lookup(..)` or `.no_lookup()` on the layer, or map the request body to one that is `Default`"
+    note = "a version lookup is a `Service<LookupRequest>` whose response converts into `Current` (see `lookup_fn`)",
+    note = "the internal GET builds an empty GET and needs `{B}: Default` (hyper's `Incoming` is not)"
 )]
-pub trait VersionLookup<B>: sealed::Source<B> {}
+pub trait VersionLookup<B>: sealed::Sealed + Clone {
+    #[doc(hidden)]
+    type Error: Display;
+    #[doc(hidden)]
+    type Future: Future<Output = Result<Current, Self::Error>>;
 
-impl<B, T: sealed::Source<B>> VersionLookup<B> for T {}
+    #[doc(hidden)]
+    fn source(&mut self, req: &Request<B>) -> Source<Self::Future, B>;
 
-#[allow(missing_debug_implementations)]
-pub(crate) mod sealed {
-    use super::*;
+    /// Whether this is a version lookup (usable for reads and after writes).
+    #[doc(hidden)]
+    fn is_lookup(&self) -> bool;
+}
 
-    /// How the validators for one request will be found. Short-lived: built and matched
-    /// at once in `call`, so the size of the probe variant costs nothing.
-    #[allow(clippy::large_enum_variant)]
-    pub enum Begin<F, B> {
-        /// Evaluate nothing: let the request through.
-        Skip,
-        /// Await this lookup future.
-        Lookup(F),
-        /// Send this GET to the inner service and read the validators off its response.
-        Probe(Request<B>),
+mod sealed {
+    pub trait Sealed {}
+}
+
+type Unused = Ready<Result<Current, Infallible>>;
+
+impl sealed::Sealed for Unconfigured {}
+impl sealed::Sealed for NoLookup {}
+impl sealed::Sealed for InternalGet {}
+impl<L: Service<LookupRequest>> sealed::Sealed for L {}
+
+impl<B> VersionLookup<B> for Unconfigured {
+    type Error = Infallible;
+    type Future = Unused;
+
+    fn source(&mut self, _req: &Request<B>) -> Source<Self::Future, B> {
+        Source::Unconfigured
     }
 
-    #[diagnostic::on_unimplemented(
-        message = "`{Self}` cannot find current validators for requests with body type `{B}`",
-        note = "the default source, `InnerGet`, builds an empty GET and needs `{B}: Default` (hyper's `Incoming` is not)",
-        note = "configure `.lookup(..)` or `.no_lookup()` on the layer, or map the request body to one that is `Default`"
-    )]
-    pub trait Source<B>: Clone {
-        type Error: Display;
-        type Future: Future<Output = Result<Option<Validators>, Self::Error>>;
+    fn is_lookup(&self) -> bool {
+        false
+    }
+}
 
-        /// Starts finding the validators for `req`.
-        fn begin(&mut self, req: &Request<B>) -> Begin<Self::Future, B>;
+impl<B> VersionLookup<B> for NoLookup {
+    type Error = Infallible;
+    type Future = Unused;
 
-        /// Whether this is a user-supplied lookup (usable for reads and after writes).
-        fn is_service(&self) -> bool;
+    fn source(&mut self, _req: &Request<B>) -> Source<Self::Future, B> {
+        Source::Handler
     }
 
-    type Unused = Ready<Result<Option<Validators>, Infallible>>;
+    fn is_lookup(&self) -> bool {
+        false
+    }
+}
 
-    impl<B: Default> Source<B> for InnerGet {
-        type Error = Infallible;
-        type Future = Unused;
+impl<B: Default> VersionLookup<B> for InternalGet {
+    type Error = Infallible;
+    type Future = Unused;
 
-        fn begin(&mut self, req: &Request<B>) -> Begin<Self::Future, B> {
-            Begin::Probe(probe_request(req))
+    fn source(&mut self, req: &Request<B>) -> Source<Self::Future, B> {
+        if inside_method_router(req) {
+            return Source::Misplaced;
         }
-
-        fn is_service(&self) -> bool {
-            false
-        }
+        Source::InternalGet(internal_get(req))
     }
 
-    impl<B> Source<B> for NoLookup {
-        type Error = Infallible;
-        type Future = Unused;
+    fn is_lookup(&self) -> bool {
+        false
+    }
+}
 
-        fn begin(&mut self, _req: &Request<B>) -> Begin<Self::Future, B> {
-            Begin::Skip
-        }
+impl<B, L> VersionLookup<B> for L
+where
+    L: Service<LookupRequest> + Clone,
+    L::Response: Into<Current>,
+    L::Error: Display,
+{
+    type Error = L::Error;
+    type Future = MapOk<Oneshot<L, LookupRequest>, fn(L::Response) -> Current>;
 
-        fn is_service(&self) -> bool {
-            false
-        }
+    fn source(&mut self, req: &Request<B>) -> Source<Self::Future, B> {
+        Source::Lookup(self.clone().oneshot(head_of(req)).map_ok(Into::into))
     }
 
-    impl<B, L> Source<B> for L
-    where
-        L: Service<LookupRequest, Response = Option<Validators>> + Clone,
-        L::Error: Display,
-    {
-        type Error = L::Error;
-        type Future = Oneshot<L, LookupRequest>;
-
-        fn begin(&mut self, req: &Request<B>) -> Begin<Self::Future, B> {
-            Begin::Lookup(self.clone().oneshot(head_of(req)))
-        }
-
-        fn is_service(&self) -> bool {
-            true
-        }
+    fn is_lookup(&self) -> bool {
+        true
     }
+}
+
+/// Whether the request was routed by axum before it reached the layer, which means the
+/// layer wraps one method's handler (`Router::layer`, `route_layer`, `MethodRouter::layer`).
+#[cfg(feature = "axum")]
+fn inside_method_router<B>(req: &Request<B>) -> bool {
+    req.extensions()
+        .get::<axum::extract::MatchedPath>()
+        .is_some()
+}
+
+#[cfg(not(feature = "axum"))]
+fn inside_method_router<B>(_req: &Request<B>) -> bool {
+    false
 }
 
 /// A copy of the request head, for a lookup.
@@ -229,7 +323,7 @@ pub(crate) fn head_of<B>(req: &Request<B>) -> LookupRequest {
 
 /// Fields that describe the request's own content or conditions: not forwarded on the
 /// internal GET.
-const NOT_PROBED: [header::HeaderName; 13] = [
+const NOT_FORWARDED: [header::HeaderName; 13] = [
     header::IF_MATCH,
     header::IF_NONE_MATCH,
     header::IF_MODIFIED_SINCE,
@@ -247,21 +341,21 @@ const NOT_PROBED: [header::HeaderName; 13] = [
 
 /// The internal GET for `req`: same URI, version, extensions and headers, minus
 /// conditionals, `Range` and the fields that describe the request body.
-pub(crate) fn probe_request<B: Default, T>(req: &Request<T>) -> Request<B> {
-    let mut probe = Request::new(B::default());
-    *probe.method_mut() = http::Method::GET;
-    *probe.uri_mut() = req.uri().clone();
-    *probe.version_mut() = req.version();
+pub(crate) fn internal_get<B: Default, T>(req: &Request<T>) -> Request<B> {
+    let mut get = Request::new(B::default());
+    *get.method_mut() = http::Method::GET;
+    *get.uri_mut() = req.uri().clone();
+    *get.version_mut() = req.version();
     let mut headers = HeaderMap::with_capacity(req.headers().len());
     for (name, value) in req.headers() {
-        if !NOT_PROBED.contains(name) {
+        if !NOT_FORWARDED.contains(name) {
             headers.append(name, value.clone());
         }
     }
-    *probe.headers_mut() = headers;
-    *probe.extensions_mut() = req.extensions().clone();
-    probe.extensions_mut().insert(ProbeRequest);
-    probe
+    *get.headers_mut() = headers;
+    *get.extensions_mut() = req.extensions().clone();
+    get.extensions_mut().insert(InternalGetRequest);
+    get
 }
 
 #[cfg(test)]
@@ -269,7 +363,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn probe_drops_conditionals_and_body_fields() {
+    fn internal_get_drops_conditionals_and_body_fields() {
         let req = Request::builder()
             .method("PUT")
             .uri("/items/1?x=1")
@@ -280,15 +374,15 @@ mod tests {
             .header("accept", "application/json")
             .body("{}")
             .unwrap();
-        let probe: Request<String> = probe_request(&req);
-        assert_eq!(probe.method(), http::Method::GET);
-        assert_eq!(probe.uri(), "/items/1?x=1");
-        assert!(probe.body().is_empty());
-        assert!(probe.headers().get("if-match").is_none());
-        assert!(probe.headers().get("content-type").is_none());
-        assert!(probe.headers().get("content-length").is_none());
-        assert_eq!(probe.headers()["authorization"], "Bearer t");
-        assert_eq!(probe.headers()["accept"], "application/json");
-        assert!(probe.extensions().get::<ProbeRequest>().is_some());
+        let get: Request<String> = internal_get(&req);
+        assert_eq!(get.method(), http::Method::GET);
+        assert_eq!(get.uri(), "/items/1?x=1");
+        assert!(get.body().is_empty());
+        assert!(get.headers().get("if-match").is_none());
+        assert!(get.headers().get("content-type").is_none());
+        assert!(get.headers().get("content-length").is_none());
+        assert_eq!(get.headers()["authorization"], "Bearer t");
+        assert_eq!(get.headers()["accept"], "application/json");
+        assert!(get.extensions().get::<InternalGetRequest>().is_some());
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! ```
 //! use http::{HeaderMap, HeaderValue, Method};
-//! use tower_conditional::etag::EntityTag;
+//! use tower_conditional::EntityTag;
 //! use tower_conditional::precondition::{evaluate, Conditions, Decision, Failed, Options, Validators};
 //!
 //! let current = Validators::new().with_etag(EntityTag::strong("v2").unwrap());
@@ -20,7 +20,11 @@ use std::time::{Duration, SystemTime};
 use http::{header, HeaderMap, Method};
 
 use crate::etag::EntityTag;
-use crate::header::{parse_date_value, parse_http_date, to_http_seconds, IfRange, TagList};
+use crate::header::parse_date_value;
+#[doc(inline)]
+pub use crate::header::{
+    http_date, parse_http_date, to_http_seconds, IfRange, MalformedList, TagList,
+};
 
 /// What is known about the current representation of the target resource.
 ///
@@ -28,10 +32,8 @@ use crate::header::{parse_date_value, parse_http_date, to_http_seconds, IfRange,
 /// `last_modified` makes the date conditions be ignored (RFC 9110 §13.1.3, §13.1.4).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Validators {
-    /// The current entity tag.
-    pub etag: Option<EntityTag>,
-    /// The current modification time. Compared at one-second resolution.
-    pub last_modified: Option<SystemTime>,
+    etag: Option<EntityTag>,
+    last_modified: Option<SystemTime>,
 }
 
 impl Validators {
@@ -50,6 +52,24 @@ impl Validators {
     pub fn with_last_modified(mut self, time: SystemTime) -> Self {
         self.last_modified = Some(time);
         self
+    }
+
+    /// The current entity tag.
+    pub fn etag(&self) -> Option<&EntityTag> {
+        self.etag.as_ref()
+    }
+
+    /// The current modification time. Compared at one-second resolution.
+    pub fn last_modified(&self) -> Option<SystemTime> {
+        self.last_modified
+    }
+
+    pub(crate) fn set_etag(&mut self, etag: EntityTag) {
+        self.etag = Some(etag);
+    }
+
+    pub(crate) fn take_etag(&mut self) -> Option<EntityTag> {
+        self.etag.take()
     }
 
     /// Reads `ETag` and `Last-Modified` from response headers; unparsable values are ignored.
@@ -360,6 +380,8 @@ pub struct Expectation {
     must_not_exist: bool,
     unmodified_since: Option<SystemTime>,
     current: Option<Validators>,
+    evaluated: bool,
+    conditions: Conditions,
 }
 
 impl Expectation {
@@ -367,6 +389,7 @@ impl Expectation {
     pub fn new(conditions: &Conditions, current: Option<&Validators>) -> Self {
         let mut e = Expectation {
             current: current.cloned(),
+            evaluated: true,
             ..Expectation::default()
         };
         match &conditions.if_match {
@@ -409,9 +432,32 @@ impl Expectation {
     }
 
     /// The validators the preconditions were checked against (`None`: the target did not
-    /// exist).
+    /// exist, or nothing was checked).
     pub fn current(&self) -> Option<&Validators> {
         self.current.as_ref()
+    }
+
+    /// Nothing was checked: the layer was configured with
+    /// [`no_lookup`](crate::ConditionalLayer::no_lookup), and the handler must evaluate
+    /// [`conditions`](Self::conditions) itself — for instance with [`evaluate`] against the
+    /// row it is about to change, inside the same transaction.
+    pub fn unevaluated(conditions: &Conditions) -> Self {
+        Expectation {
+            conditions: conditions.clone(),
+            ..Expectation::default()
+        }
+    }
+
+    /// Whether the layer evaluated the preconditions (`false` under
+    /// [`no_lookup`](crate::ConditionalLayer::no_lookup)).
+    pub fn is_evaluated(&self) -> bool {
+        self.evaluated
+    }
+
+    /// The request's conditions, for a handler that evaluates them itself (set only when
+    /// [`is_evaluated`](Self::is_evaluated) is `false`).
+    pub fn conditions(&self) -> &Conditions {
+        &self.conditions
     }
 }
 

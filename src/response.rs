@@ -1,4 +1,5 @@
-//! The responses the layer answers with itself: 304, and the rejections 412, 428 and 503.
+//! Every response the layer builds itself: 304, and the rejections (412, 428, 503, 404, the
+//! 501 for a conditional write nothing can check, the 500 for a body that failed).
 //!
 //! Rejections are described by a [`Rejection`] and rendered by default as RFC 9457
 //! `application/problem+json`, or — for a gRPC request — as a trailers-only gRPC status.
@@ -24,7 +25,8 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 
 use crate::etag::EntityTag;
-use crate::precondition::Failed;
+use crate::precondition::{Failed, Validators};
+use std::time::SystemTime;
 
 /// Why the layer answered a request itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +42,17 @@ pub enum RejectionKind {
     /// A write whose method cannot create was sent to a target that does not exist: 404
     /// (see [`ConditionalLayer::creating_methods`](crate::ConditionalLayer::creating_methods)).
     NotFound,
+    /// A conditional write reached a layer with no way to find the target's current
+    /// validators (neither `.lookup(..)`, `.internal_get()` nor `.no_lookup()`): 501, the
+    /// service is not called. See [`lookup`](crate::lookup).
+    NoVersionSource,
+    /// The internal GET was configured where it would reach another method's handler (the
+    /// layer sits inside an axum router, per method; detected with the `axum` feature): 501,
+    /// the service is not called.
+    InternalGetMisplaced,
+    /// The response body failed while the layer held it, before anything was sent: 500,
+    /// rather than a truncated body framed as complete.
+    IncompleteBody,
 }
 
 /// A request the layer refused, with what a response needs to explain it.
@@ -47,11 +60,12 @@ pub enum RejectionKind {
 pub struct Rejection {
     kind: RejectionKind,
     current: Option<EntityTag>,
-    grpc: bool,
+    /// The request's gRPC content type, for a gRPC request.
+    grpc: Option<HeaderValue>,
 }
 
 impl Rejection {
-    pub(crate) fn new(kind: RejectionKind, grpc: bool) -> Self {
+    pub(crate) fn new(kind: RejectionKind, grpc: Option<HeaderValue>) -> Self {
         Rejection {
             kind,
             current: None,
@@ -69,24 +83,30 @@ impl Rejection {
         self.kind
     }
 
-    /// The HTTP status this rejection stands for: 412, 428, 503 or 404.
+    /// The HTTP status this rejection stands for: 412, 428, 503, 404, 501 or 500.
     pub fn status(&self) -> StatusCode {
         match self.kind {
             RejectionKind::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             RejectionKind::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             RejectionKind::LookupFailed => StatusCode::SERVICE_UNAVAILABLE,
             RejectionKind::NotFound => StatusCode::NOT_FOUND,
+            RejectionKind::NoVersionSource | RejectionKind::InternalGetMisplaced => {
+                StatusCode::NOT_IMPLEMENTED
+            }
+            RejectionKind::IncompleteBody => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
-    /// The target's current entity tag, when known (412 only).
+    /// The target's current entity tag (412 only, and only with
+    /// [`ConditionalLayer::disclose_current_etag`](crate::ConditionalLayer::disclose_current_etag)).
     pub fn current_etag(&self) -> Option<&EntityTag> {
         self.current.as_ref()
     }
 
-    /// Whether the request was a gRPC call (`content-type: application/grpc…`).
+    /// Whether the request was a gRPC call (`content-type: application/grpc…`, grpc-web
+    /// included).
     pub fn is_grpc(&self) -> bool {
-        self.grpc
+        self.grpc.is_some()
     }
 
     /// A short, human-readable summary (the problem `title`).
@@ -96,6 +116,10 @@ impl Rejection {
             RejectionKind::PreconditionRequired => "Precondition Required",
             RejectionKind::LookupFailed => "Service Unavailable",
             RejectionKind::NotFound => "Not Found",
+            RejectionKind::NoVersionSource | RejectionKind::InternalGetMisplaced => {
+                "Conditional Request Not Supported Here"
+            }
+            RejectionKind::IncompleteBody => "Internal Server Error",
         }
     }
 
@@ -118,13 +142,26 @@ impl Rejection {
                 "the current state of the resource could not be determined; nothing was changed, retry later"
             }
             RejectionKind::NotFound => "the target resource does not exist",
+            RejectionKind::NoVersionSource => {
+                "this server cannot check preconditions on this route, so the request was not performed; \
+                 its operator configures ConditionalLayer::lookup(..) (or .internal_get() where the \
+                 wrapped service routes by method, or .no_lookup() to let the handler check)"
+            }
+            RejectionKind::InternalGetMisplaced => {
+                "this server cannot check preconditions on this route, so the request was not performed; \
+                 its operator configured ConditionalLayer::internal_get() on a layer that wraps one \
+                 method's handler: configure ConditionalLayer::lookup(..) there, or wrap the whole router"
+            }
+            RejectionKind::IncompleteBody => {
+                "the response failed before it was complete; nothing partial was sent"
+            }
         }
     }
 
     /// The default rendering: [`Rejection::grpc_response`] for gRPC requests,
     /// [`Rejection::problem_response`] otherwise.
     pub fn default_response(&self) -> http::Response<Bytes> {
-        if self.grpc {
+        if self.grpc.is_some() {
             self.grpc_response()
         } else {
             self.problem_response()
@@ -148,7 +185,7 @@ impl Rejection {
             RejectionKind::PreconditionRequired => {
                 json.push_str(",\"condition\":\"If-Match\"");
             }
-            RejectionKind::LookupFailed | RejectionKind::NotFound => {}
+            _ => {}
         }
         if let Some(tag) = &self.current {
             json.push_str(",\"current_etag\":");
@@ -173,19 +210,24 @@ impl Rejection {
     }
 
     /// A trailers-only gRPC response: HTTP 200 with `grpc-status` 9 (FAILED_PRECONDITION)
-    /// for 412 and 428, 14 (UNAVAILABLE) for 503, 5 (NOT_FOUND) for 404, and the detail as
-    /// `grpc-message`.
+    /// for 412 and 428, 14 (UNAVAILABLE) for 503, 5 (NOT_FOUND) for 404, 12
+    /// (UNIMPLEMENTED) for 501, 13 (INTERNAL) for 500, and the detail as `grpc-message`. Its
+    /// `Content-Type` is the request's (`application/grpc-web+proto` stays grpc-web).
     pub fn grpc_response(&self) -> http::Response<Bytes> {
         let code = match self.kind {
             RejectionKind::LookupFailed => "14",
             RejectionKind::NotFound => "5",
+            RejectionKind::NoVersionSource | RejectionKind::InternalGetMisplaced => "12",
+            RejectionKind::IncompleteBody => "13",
             _ => "9",
         };
         let mut response = http::Response::new(Bytes::new());
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
+            self.grpc
+                .clone()
+                .unwrap_or(HeaderValue::from_static("application/grpc")),
         );
         headers.insert("grpc-status", HeaderValue::from_static(code));
         let message = percent_encode_grpc(self.detail());
@@ -253,14 +295,38 @@ pub(crate) fn into_not_modified(status: &mut StatusCode, headers: &mut HeaderMap
     }
 }
 
+/// A 304 built from a lookup's validators alone (the service was not called): its `ETag`,
+/// or without one its `Last-Modified` — never later than now (RFC 9110 §8.8.2.1).
+pub(crate) fn not_modified_from(current: &Validators) -> (StatusCode, HeaderMap) {
+    let mut headers = HeaderMap::new();
+    if let Some(tag) = current.etag() {
+        headers.insert(header::ETAG, tag.to_header_value());
+    } else if let Some(time) = current.last_modified() {
+        let time = time.min(SystemTime::now());
+        if let Some(v) = crate::header::http_date(time) {
+            headers.insert(header::LAST_MODIFIED, v);
+        }
+    }
+    (StatusCode::NOT_MODIFIED, headers)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn a_lookup_304_never_dates_the_future() {
+        let later = SystemTime::now() + std::time::Duration::from_secs(3600);
+        let (status, h) = not_modified_from(&Validators::new().with_last_modified(later));
+        assert_eq!(status, 304);
+        let sent = crate::header::parse_date_value(&h["last-modified"]).unwrap();
+        assert!(sent <= SystemTime::now());
+    }
+
+    #[test]
     fn problem_json_is_valid_and_escaped() {
         let tag = EntityTag::parse(b"\"a\\b\"").unwrap();
-        let r = Rejection::new(RejectionKind::PreconditionFailed(Failed::IfMatch), false)
+        let r = Rejection::new(RejectionKind::PreconditionFailed(Failed::IfMatch), None)
             .with_current(Some(tag.clone()));
         let resp = r.problem_response();
         assert_eq!(resp.status(), 412);
@@ -277,13 +343,31 @@ mod tests {
 
     #[test]
     fn grpc_rejections_are_trailers_only() {
-        let r = Rejection::new(RejectionKind::PreconditionFailed(Failed::IfMatch), true);
+        let grpc = Some(HeaderValue::from_static("application/grpc+proto"));
+        let r = Rejection::new(
+            RejectionKind::PreconditionFailed(Failed::IfMatch),
+            grpc.clone(),
+        );
         let resp = r.default_response();
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["grpc-status"], "9");
+        assert_eq!(resp.headers()["content-type"], "application/grpc+proto");
         assert!(resp.body().is_empty());
-        let r = Rejection::new(RejectionKind::LookupFailed, true);
+        let r = Rejection::new(RejectionKind::LookupFailed, grpc);
         assert_eq!(r.default_response().headers()["grpc-status"], "14");
+        // grpc-web answers in grpc-web (RFC-less, but what its clients parse).
+        for ct in [
+            "application/grpc-web",
+            "application/grpc-web+proto",
+            "application/grpc-web-text",
+            "application/grpc-web-text+proto",
+        ] {
+            let r = Rejection::new(
+                RejectionKind::PreconditionRequired,
+                Some(HeaderValue::from_static(ct)),
+            );
+            assert_eq!(r.default_response().headers()["content-type"], ct);
+        }
         assert_eq!(percent_encode_grpc("a%b\u{e9}"), "a%25b%C3%A9");
     }
 

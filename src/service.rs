@@ -1,42 +1,45 @@
-//! [`Conditional`]: the middleware service.
+//! [`Conditional`]: the middleware service. `call` sorts the request (read, write, exempt)
+//! and either calls the inner service at once or starts the precheck.
 
 use std::mem;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{header, Method, Request, Response};
+use http::{header, HeaderValue, Method, Request, Response};
 use http_body::Body;
 use tower::Service;
 
 use crate::body::ConditionalBody;
-use crate::future::{Ctx, Mode, Plan, ResponseFuture, State, Step};
-use crate::layer::{ConditionalLayer, Config};
-use crate::lookup::sealed::{Begin, Source};
-use crate::lookup::{InnerGet, VersionLookup};
-use crate::precondition::{method_kind, Conditions, MethodKind};
+use crate::config::Config;
+use crate::future::{Exchange, Mode, Pending, ResponseFuture, State};
+use crate::layer::ConditionalLayer;
+use crate::lookup::{Source, Unconfigured, VersionLookup};
+use crate::precondition::{method_kind, Conditions, Expectation, MethodKind};
 use crate::predicate::{content_type_starts_with, DefaultPredicate, Predicate};
 use crate::response::{Rejection, RejectionKind};
 
-/// Middleware that answers conditional requests; build it with [`ConditionalLayer`].
+/// Middleware that answers conditional requests; build it with [`ConditionalLayer`] (or
+/// [`Conditional::new`] for the defaults).
 ///
 /// GET/HEAD: eligible 200 responses get a strong `ETag` computed from their body, and a
 /// matching `If-None-Match` / `If-Modified-Since` gets `304 Not Modified`. Other methods:
 /// `If-Match`, `If-Unmodified-Since` and `If-None-Match` are checked against the target's
-/// current validators before the inner service is called, and a failing one is answered
-/// `412 Precondition Failed` without calling it.
+/// current validators (from the layer's [`lookup`](crate::lookup)) before the inner service
+/// is called, and a failing one is answered `412 Precondition Failed` without calling it.
 ///
-/// The inner service must be `Clone`: when a lookup comes first, the ready service is
-/// moved into the response future and a clone takes its place.
+/// The inner service must be `Clone`: when validators are found first, the ready service is
+/// released (so nothing is reserved while the layer waits) and a clone is readied and called
+/// once the request may proceed.
 ///
 /// ```
 /// use std::convert::Infallible;
 /// use http::{Request, Response, StatusCode};
-/// use tower::{service_fn, Layer, ServiceExt};
-/// use tower_conditional::ConditionalLayer;
+/// use tower::{service_fn, ServiceExt};
+/// use tower_conditional::Conditional;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let svc = ConditionalLayer::new().layer(service_fn(|_req: Request<String>| async {
+/// let svc = Conditional::new(service_fn(|_req: Request<String>| async {
 ///     Ok::<_, Infallible>(Response::new(http_body_util::Full::new(bytes::Bytes::from("hi"))))
 /// }));
 /// let first = svc.clone().oneshot(Request::new(String::new())).await.unwrap();
@@ -48,15 +51,34 @@ use crate::response::{Rejection, RejectionKind};
 /// # }
 /// ```
 #[derive(Clone, Debug)]
-pub struct Conditional<S, L = InnerGet, P = DefaultPredicate> {
+#[must_use]
+pub struct Conditional<S, L = Unconfigured, P = DefaultPredicate> {
     inner: S,
     lookup: L,
     predicate: P,
     config: Arc<Config>,
 }
 
+impl<S> Conditional<S> {
+    /// Wraps `inner` with the default configuration (the same as
+    /// `ConditionalLayer::new().layer(inner)`).
+    pub fn new(inner: S) -> Self {
+        Conditional {
+            inner,
+            lookup: Unconfigured,
+            predicate: DefaultPredicate::new(),
+            config: Arc::new(Config::default()),
+        }
+    }
+
+    /// The default layer; the same as [`ConditionalLayer::new`].
+    pub fn layer() -> ConditionalLayer {
+        ConditionalLayer::new()
+    }
+}
+
 impl<S, L, P> Conditional<S, L, P> {
-    pub(crate) fn new(inner: S, lookup: L, predicate: P, config: Arc<Config>) -> Self {
+    pub(crate) fn from_parts(inner: S, lookup: L, predicate: P, config: Arc<Config>) -> Self {
         Conditional {
             inner,
             lookup,
@@ -81,15 +103,11 @@ impl<S, L, P> Conditional<S, L, P> {
     }
 }
 
-impl Conditional<()> {
-    /// The default layer; the same as [`ConditionalLayer::new`].
-    pub fn layer() -> ConditionalLayer {
-        ConditionalLayer::new()
-    }
-}
-
-fn is_grpc(headers: &http::HeaderMap) -> bool {
+/// The request's gRPC content type (grpc-web included), for a gRPC request.
+fn grpc_content_type(headers: &http::HeaderMap) -> Option<HeaderValue> {
     content_type_starts_with(headers, b"application/grpc")
+        .then(|| headers.get(header::CONTENT_TYPE).cloned())
+        .flatten()
 }
 
 impl<S, L, P, ReqBody, ResBody> Service<Request<ReqBody>> for Conditional<S, L, P>
@@ -107,123 +125,200 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let method = req.method().clone();
-        let kind = method_kind(&method);
-        let mut ctx = Ctx::new(
-            method,
-            Mode::PassThrough,
-            self.config.clone(),
-            self.predicate.clone(),
-        );
-        match kind {
-            MethodKind::Exempt => {}
-            MethodKind::Read => {
-                ctx.conditions = Conditions::from_headers(req.headers());
-                let head = ctx.method == Method::HEAD;
-                let as_get = head && self.config.head_as_get;
-                ctx.mode = Mode::Read { head, as_get };
-                if as_get {
-                    *req.method_mut() = Method::GET;
-                    // Range is defined for GET only (RFC 9110 §14.2): a HEAD answers like a
-                    // GET without it, so the forwarded GET must not carry it.
-                    req.headers_mut().remove(header::RANGE);
-                    req.headers_mut().remove(header::IF_RANGE);
-                    ctx.conditions.has_range = false;
-                }
-                ctx.lookup_answers_reads = self.config.lookup_reads && self.lookup.is_service();
-                let if_range = ctx.method == Method::GET
-                    && ctx.conditions.has_range
-                    && ctx.conditions.if_range.is_some();
-                let from_lookup = ctx.lookup_answers_reads && !ctx.conditions.is_empty();
-                if if_range || from_lookup {
-                    if let Some(plan) = self.plan(&mut ctx, &req) {
-                        return self.defer(ctx, req, plan);
-                    }
-                }
+        match method_kind(&method) {
+            MethodKind::Exempt => {
+                let exchange = self.exchange(method, Mode::Exempt, Conditions::default());
+                self.call_now(exchange, req)
             }
-            MethodKind::Write => {
-                ctx.conditions = Conditions::from_headers(req.headers());
-                ctx.grpc = is_grpc(req.headers());
-                ctx.mode = Mode::Write;
-                if !ctx.conditions.guards_write() {
-                    if self.config.require_preconditions {
-                        let rejection =
-                            Rejection::new(RejectionKind::PreconditionRequired, ctx.grpc);
-                        let response = self.config.render(&rejection);
-                        return ResponseFuture::new(State::immediate(response), ctx);
-                    }
-                } else if let Some(plan) = self.plan(&mut ctx, &req) {
-                    return self.defer(ctx, req, plan);
-                }
-            }
+            MethodKind::Read => self.read(method, req),
+            MethodKind::Write => self.write(method, req),
         }
-        let fut = self.inner.call(req);
-        ResponseFuture::new(State::Inner { fut }, ctx)
     }
 }
 
 impl<S, L, P> Conditional<S, L, P> {
-    /// How to find the validators for `req`, or `None` when there is no source.
-    fn plan<ReqBody, LF, T>(
-        &mut self,
-        ctx: &mut Ctx<S, ReqBody, LF, T>,
-        req: &Request<ReqBody>,
-    ) -> Option<Plan<LF>>
+    fn exchange(&self, method: Method, mode: Mode, conditions: Conditions) -> Exchange<P>
     where
-        L: Source<ReqBody, Future = LF>,
+        P: Clone,
     {
-        match self.lookup.begin(req) {
-            Begin::Skip => None,
-            Begin::Lookup(fut) => Some(Plan::Lookup(fut)),
-            Begin::Probe(probe) => {
-                ctx.probe = Some(probe);
-                Some(Plan::Probe)
+        Exchange {
+            config: self.config.clone(),
+            predicate: self.predicate.clone(),
+            method,
+            mode,
+            conditions,
+            grpc: None,
+            prechecked: false,
+        }
+    }
+
+    fn call_now<ReqBody, ResBody>(
+        &mut self,
+        exchange: Exchange<P>,
+        req: Request<ReqBody>,
+    ) -> ResponseFuture<S, ReqBody, ResBody, L, P>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+        L: VersionLookup<ReqBody>,
+        ResBody: Body,
+    {
+        let fut = self.inner.call(req);
+        ResponseFuture::new(State::Called { fut }, exchange)
+    }
+
+    fn answer<ReqBody, ResBody>(
+        &self,
+        exchange: Exchange<P>,
+        kind: RejectionKind,
+    ) -> ResponseFuture<S, ReqBody, ResBody, L, P>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+        L: VersionLookup<ReqBody>,
+        ResBody: Body,
+    {
+        let rejection = Rejection::new(kind, exchange.grpc.clone());
+        let response = self.config.render(&rejection).map(ConditionalBody::full);
+        ResponseFuture::new(State::answer(response), exchange)
+    }
+
+    /// The service readied for this request is released (whatever it reserved, a
+    /// `ConcurrencyLimit` permit or a `Buffer` slot, is given back while the layer waits on a
+    /// lookup or a lock); a clone is readied again when the request may proceed.
+    fn release_ready(&mut self) -> S
+    where
+        S: Clone,
+    {
+        let fresh = self.inner.clone();
+        let ready = mem::replace(&mut self.inner, fresh);
+        let later = ready.clone();
+        drop(ready);
+        later
+    }
+
+    fn read<ReqBody, ResBody>(
+        &mut self,
+        method: Method,
+        mut req: Request<ReqBody>,
+    ) -> ResponseFuture<S, ReqBody, ResBody, L, P>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+        L: VersionLookup<ReqBody>,
+        P: Predicate,
+        ResBody: Body,
+    {
+        let mut conditions = Conditions::from_headers(req.headers());
+        let head = method == Method::HEAD;
+        let as_get = head && self.config.head_as_get;
+        if as_get {
+            *req.method_mut() = Method::GET;
+            // Range is defined for GET only (RFC 9110 §14.2): a HEAD answers like a GET
+            // without it, so the forwarded GET must not carry it.
+            req.headers_mut().remove(header::RANGE);
+            req.headers_mut().remove(header::IF_RANGE);
+            conditions.has_range = false;
+            conditions.if_range = None;
+        }
+        let ranged = conditions.has_range && method == Method::GET;
+        let validated =
+            conditions.if_match.is_present() || conditions.if_unmodified_since.is_some();
+        let mut exchange = self.exchange(method, Mode::Read { head, as_get }, conditions);
+        let ask_lookup = self.lookup.is_lookup()
+            && ((self.config.lookup_reads && !exchange.conditions.is_empty())
+                || (ranged && (validated || exchange.conditions.if_range.is_some())));
+        if ask_lookup {
+            if let Source::Lookup(fut) = self.lookup.source(&req) {
+                let pending = self.pending(req, true);
+                return ResponseFuture::new(State::Lookup { fut, pending }, exchange);
+            }
+        }
+        if ranged && validated {
+            // A part is not hashed, so If-Match could not be checked on it: ask for the
+            // whole representation (a server may always ignore Range, §14.2).
+            req.headers_mut().remove(header::RANGE);
+            req.headers_mut().remove(header::IF_RANGE);
+        }
+        exchange.hand_over_range();
+        self.call_now(exchange, req)
+    }
+
+    fn write<ReqBody, ResBody>(
+        &mut self,
+        method: Method,
+        mut req: Request<ReqBody>,
+    ) -> ResponseFuture<S, ReqBody, ResBody, L, P>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+        L: VersionLookup<ReqBody>,
+        P: Predicate,
+        ResBody: Body,
+    {
+        let conditions = Conditions::from_headers(req.headers());
+        let guarded = conditions.guards_write();
+        let mut exchange = self.exchange(method, Mode::Write, conditions);
+        exchange.grpc = grpc_content_type(req.headers());
+        if !guarded {
+            if self.config.requires_precondition(&exchange.method) {
+                return self.answer(exchange, RejectionKind::PreconditionRequired);
+            }
+            return self.call_now(exchange, req);
+        }
+        match self.lookup.source(&req) {
+            Source::Unconfigured => self.unchecked(exchange, &req, RejectionKind::NoVersionSource),
+            Source::Misplaced => {
+                self.unchecked(exchange, &req, RejectionKind::InternalGetMisplaced)
+            }
+            Source::Handler => {
+                let expectation = Expectation::unevaluated(&exchange.conditions);
+                req.extensions_mut().insert(expectation);
+                self.call_now(exchange, req)
+            }
+            Source::Lookup(fut) => {
+                let pending = self.pending(req, self.config.locks.is_none());
+                ResponseFuture::new(State::Lookup { fut, pending }, exchange)
+            }
+            Source::InternalGet(get) => {
+                let pending = self.pending(req, self.config.locks.is_none());
+                let fut = tower::util::Oneshot::new(pending.svc.clone(), get);
+                ResponseFuture::new(State::GetHead { fut, pending }, exchange)
             }
         }
     }
 
-    /// Holds the request until its validators are known.
-    fn defer<ReqBody, ResBody>(
-        &mut self,
-        mut ctx: Ctx<S, ReqBody, L::Future, P>,
-        req: Request<ReqBody>,
-        plan: Plan<L::Future>,
+    /// A conditional write nothing can check: not performed, and logged for the operator.
+    fn unchecked<ReqBody, ResBody>(
+        &self,
+        exchange: Exchange<P>,
+        req: &Request<ReqBody>,
+        kind: RejectionKind,
     ) -> ResponseFuture<S, ReqBody, ResBody, L, P>
     where
-        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
-        L: Source<ReqBody>,
-        P: Predicate,
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+        L: VersionLookup<ReqBody>,
         ResBody: Body,
     {
-        // `self.inner` is the service `poll_ready` readied: it goes with this request, and
-        // a clone (not yet ready) stays for the next one.
-        let clone = self.inner.clone();
-        ctx.svc = Some(mem::replace(&mut self.inner, clone));
-        ctx.svc_ready = true;
+        tracing::error!(
+            method = %exchange.method,
+            uri = %req.uri(),
+            ?kind,
+            "a conditional request reached a ConditionalLayer that cannot check it; configure \
+             .lookup(..) on this route (or .internal_get() where the wrapped service routes by \
+             method, or .no_lookup()); answering 501, the service was not called"
+        );
+        self.answer(exchange, kind)
+    }
 
-        let state = match (&self.config.locks, ctx.mode) {
-            (Some(locks), Mode::Write) => {
-                if let Begin::Lookup(fut) = self.lookup.begin(&req) {
-                    if self.lookup.is_service() {
-                        ctx.after_write = Some(fut);
-                    }
-                }
-                let lock = locks.lock_for(req.uri().path());
-                ctx.request = Some(req);
-                State::Locking {
-                    fut: lock.lock_owned(),
-                    next: Some(plan),
-                }
-            }
-            _ => {
-                ctx.request = Some(req);
-                match ctx.start(plan) {
-                    Step::Next(state) => state,
-                    Step::Done(_) => unreachable!("starting a lookup never finishes at once"),
-                }
-            }
-        };
-        ResponseFuture::new(state, ctx)
+    fn pending<ReqBody>(&mut self, req: Request<ReqBody>, locked: bool) -> Pending<S, ReqBody, L>
+    where
+        S: Clone,
+        L: Clone,
+    {
+        Pending {
+            svc: self.release_ready(),
+            req,
+            source: self.lookup.clone(),
+            locked,
+        }
     }
 }

@@ -183,7 +183,7 @@ async fn method_router_layer_keeps_a_handler_etag() {
 
 #[tokio::test]
 async fn the_internal_get_works_when_the_layer_wraps_the_whole_router() {
-    // No lookup: the layer checks If-Match with an internal GET. That GET must be routed to
+    // The internal GET, asked for: the layer checks If-Match with a GET. That GET must be routed to
     // the GET handler, so the layer wraps the Router from outside (not Router::layer, which
     // axum applies to each method's handler separately).
     let db = Db::default();
@@ -191,7 +191,7 @@ async fn the_internal_get_works_when_the_layer_wraps_the_whole_router() {
     let router = Router::new()
         .route("/items/{id}", get(read).put(write))
         .with_state(db.clone());
-    let app = tower::Layer::layer(&ConditionalLayer::new(), router);
+    let app = tower::Layer::layer(&ConditionalLayer::new().internal_get(), router);
 
     let got = app
         .clone()

@@ -139,6 +139,7 @@ async fn the_internal_get_failing_fails_closed() {
             }
         });
         let resp = ConditionalLayer::new()
+            .internal_get()
             .layer(inner)
             .oneshot(put("/x", "\"a\""))
             .await
@@ -191,7 +192,7 @@ async fn dropping_the_response_while_buffering_drops_the_inner_body() {
         let live = live_in.clone();
         async move { Ok::<_, Infallible>(Response::new(Tracked::new(&live, 3, Then::Hang))) }
     });
-    let svc = ConditionalLayer::new().layer(inner);
+    let svc = ConditionalLayer::new().internal_get().layer(inner);
     let pending = svc.oneshot(Request::get("/").body(String::new()).unwrap());
     // The layer holds 3 KiB and waits for more: the client gives up.
     assert!(tokio::time::timeout(Duration::from_millis(50), pending)
@@ -305,7 +306,10 @@ async fn dropping_the_future_at_every_await_point_leaves_the_service_usable() {
         .lookup(lookup)
         .serialize_writes(true)
         .layer(inner.clone());
-    let with_probe = ConditionalLayer::new().serialize_writes(true).layer(inner);
+    let with_probe = ConditionalLayer::new()
+        .internal_get()
+        .serialize_writes(true)
+        .layer(inner);
 
     let current = || EntityTag::from_content(value.lock().unwrap().as_bytes()).to_string();
     let stages: [(&str, &Arc<Mutex<bool>>, bool); 5] = [

@@ -72,7 +72,15 @@ fn malformations() -> Vec<(&'static str, Vec<u8>, usize)> {
         ("only commas", b" , , ".to_vec(), 1),
         ("100 KiB list", big_list, 1),
         ("year 99999", b"Sun, 06 Nov 99999 08:49:37 GMT".to_vec(), 1),
-        ("year 0000", b"Mon, 01 Jan 0000 00:00:00 GMT".to_vec(), 1),
+        (
+            "three-digit year",
+            b"Mon, 01 Jan 000 00:00:00 GMT".to_vec(),
+            1,
+        ),
+        // Valid HTTP-dates (RFC 9110 §5.6.7 allows any four-digit year) long before the
+        // resource was written: not malformed, and If-Unmodified-Since on them is false.
+        ("year 0000", b"Sat, 01 Jan 0000 00:00:00 GMT".to_vec(), 1),
+        ("year 1969", b"Wed, 31 Dec 1969 23:59:59 GMT".to_vec(), 1),
         ("second 60", b"Fri, 31 Dec 9999 23:59:60 GMT".to_vec(), 1),
         (
             "list of dates",
@@ -130,6 +138,7 @@ fn every_field_malformed_on_get_and_put() {
                 ("If-None-Match", _) => &[200],
                 ("If-Range", _) => &[200],
                 ("Range", _) => &[200, 206, 416],
+                ("If-Unmodified-Since", "year 0000" | "year 1969") => &[412],
                 // Dates that are not single valid HTTP-dates are ignored.
                 _ => &[200],
             };
@@ -156,6 +165,7 @@ fn every_field_malformed_on_get_and_put() {
                 ) => &[200],
                 // Everything else in a tag list is malformed or does not match: 412.
                 ("If-Match" | "If-None-Match", _) => &[412],
+                ("If-Unmodified-Since", "year 0000" | "year 1969") => &[412],
                 // Ignored fields (dates, and If-Range/Range which writes do not use).
                 _ => &[200],
             };
@@ -191,7 +201,7 @@ fn header_parsing_work_is_linear() {
     // Counted work, not time: parsing n tags takes n steps' worth of output, and a 100 KiB
     // list of 10,000 tags parses to exactly 10,000 entries.
     use http::{HeaderMap, HeaderValue};
-    use tower_conditional::header::TagList;
+    use tower_conditional::precondition::TagList;
     for n in [10usize, 1_000, 10_000] {
         let line: String = (0..n).map(|i| format!("\"t{i}\", ")).collect();
         let mut h = HeaderMap::new();

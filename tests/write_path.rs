@@ -185,10 +185,9 @@ async fn a_stale_if_match_is_412_before_the_handler_runs() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED);
-    assert_eq!(
-        resp.headers()[header::ETAG],
-        tag_of("v1").as_str(),
-        "the current ETag by default"
+    assert!(
+        !resp.headers().contains_key(header::ETAG),
+        "the current ETag is not disclosed by default"
     );
     let body = problem(resp).await;
     assert!(
@@ -377,7 +376,9 @@ async fn the_handler_receives_the_validated_expectation() {
 #[tokio::test]
 async fn without_a_lookup_the_layer_asks_the_service_with_an_internal_get() {
     let store = Store::with("/u/1", "v1");
-    let svc = ConditionalLayer::new().layer(store.handler());
+    let svc = ConditionalLayer::new()
+        .internal_get()
+        .layer(store.handler());
 
     // The client's tag comes from a GET through the same layer.
     let got = svc
@@ -393,7 +394,7 @@ async fn without_a_lookup_the_layer_asks_the_service_with_an_internal_get() {
         .await
         .unwrap();
     assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
-    assert_eq!(stale.headers()[header::ETAG], tag.as_str());
+    assert!(!stale.headers().contains_key(header::ETAG));
     assert_eq!(store.writes.load(Ordering::SeqCst), 0);
 
     let fresh = svc
@@ -448,7 +449,7 @@ async fn required_preconditions_answer_428() {
         .lookup(store.lookup())
         .require_preconditions(true)
         .layer(store.handler());
-    for method in [Method::PUT, Method::PATCH, Method::DELETE, Method::POST] {
+    for method in [Method::PUT, Method::PATCH, Method::DELETE] {
         let req = Request::builder()
             .method(method.clone())
             .uri("/u/1")
@@ -805,13 +806,10 @@ fn ranged(
 #[tokio::test]
 async fn if_range_mismatch_removes_range_and_a_match_keeps_it() {
     let store = Store::with("/f", "0123456789");
-    for svc in [
-        ConditionalLayer::new()
+    {
+        let svc = ConditionalLayer::new()
             .lookup(store.lookup())
-            .layer(ranged(&store))
-            .boxed_clone(),
-        ConditionalLayer::new().layer(ranged(&store)).boxed_clone(), // internal GET
-    ] {
+            .layer(ranged(&store));
         let req = |if_range: &str| {
             Request::get("/f")
                 .header(header::RANGE, "bytes=0-1")
@@ -827,13 +825,12 @@ async fn if_range_mismatch_removes_range_and_a_match_keeps_it() {
         assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
         assert_eq!(
             resp.headers()["x-saw-if-range"],
-            "no",
-            "evaluated by the layer"
+            "yes",
+            "a matching If-Range stays for the handler to check against what it serves"
         );
-        assert_eq!(
-            resp.headers()[header::ETAG],
-            tag_of("0123456789").as_str(),
-            "206 carries the ETag"
+        assert!(
+            !resp.headers().contains_key(header::ETAG),
+            "the layer never stamps a tag on bytes it did not hash"
         );
         assert_eq!(collect(resp.into_body()).await, "01");
 

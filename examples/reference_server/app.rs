@@ -191,7 +191,7 @@ fn still_expected(current: Option<&Item>, expectation: Option<&Expectation>) -> 
         }
     }
     if let (Some(since), Some(item)) = (e.unmodified_since(), current) {
-        if tower_conditional::header::to_http_seconds(item.modified) > since {
+        if tower_conditional::precondition::to_http_seconds(item.modified) > since {
             return false;
         }
     }

@@ -90,7 +90,7 @@ pub fn expect_of(expectation: Option<&Expectation>) -> (Expect<'_>, Option<Strin
         return (Expect::Exists, None);
     }
     // If-Unmodified-Since or a non-matching If-None-Match: validated against this state.
-    match e.current().and_then(|v| v.etag.as_ref()) {
+    match e.current().and_then(|v| v.etag()) {
         Some(tag) => (Expect::Anything, Some(tag.to_string())),
         None if e.current().is_none() => (Expect::Absent, None),
         None => (Expect::Exists, None),

@@ -1,7 +1,7 @@
 //! HTTP-date fields: never panic; a parsed date formats and parses back to itself.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tower_conditional::header::{http_date, parse_http_date, IfRange};
+use tower_conditional::precondition::{http_date, parse_http_date, IfRange};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(value) = http::HeaderValue::from_bytes(data) else { return };

@@ -2,7 +2,7 @@
 //! listed tag is a valid tag.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tower_conditional::header::TagList;
+use tower_conditional::precondition::TagList;
 
 fuzz_target!(|data: &[u8]| {
     let mut headers = http::HeaderMap::new();

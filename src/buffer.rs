@@ -1,0 +1,237 @@
+//! The hashing buffer: one type for every body the layer reads to compute a tag, the
+//! response it will send on (read path) and the answer to an internal GET alike.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use http::HeaderMap;
+use http_body::Body;
+
+use crate::etag::{ETagHasher, EntityTag, HashAlgorithm};
+
+/// Chunks held in arrival order. One chunk, the common case, needs no allocation.
+#[derive(Debug, Default)]
+pub(crate) struct Chunks {
+    first: Option<Bytes>,
+    rest: VecDeque<Bytes>,
+}
+
+impl Chunks {
+    fn push(&mut self, chunk: Bytes) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(chunk);
+        } else {
+            self.rest.push_back(chunk);
+        }
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<Bytes> {
+        self.first.take().or_else(|| self.rest.pop_front())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
+    }
+}
+
+/// What is held once reading stopped: the chunks (as the `Bytes` they arrived in), their
+/// length, and the trailers when the body ended.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    pub(crate) chunks: Chunks,
+    pub(crate) len: u64,
+    pub(crate) trailers: Option<HeaderMap>,
+}
+
+/// Why reading a body stopped.
+pub(crate) enum Filled<E> {
+    /// The body ended: every byte was hashed.
+    End,
+    /// It grew past the limit; the rest is still in the body.
+    Overflow,
+    /// It failed.
+    Failed(E),
+}
+
+/// Held chunks, their length, the hasher over them, and the trailers, under a byte limit.
+#[derive(Debug)]
+pub(crate) struct HashBuffer {
+    hasher: ETagHasher,
+    held: Held,
+    limit: u64,
+    /// Whether to keep the chunks (a response to send on) or only hash them.
+    keep: bool,
+}
+
+impl HashBuffer {
+    pub(crate) fn new(algorithm: HashAlgorithm, limit: usize, keep: bool) -> Self {
+        HashBuffer {
+            hasher: ETagHasher::with_algorithm(algorithm),
+            held: Held::default(),
+            limit: limit as u64,
+            keep,
+        }
+    }
+
+    /// Reads frames until the body ends, fails, outgrows the limit, or is not ready.
+    pub(crate) fn poll_fill<B: Body>(
+        &mut self,
+        mut body: Pin<&mut B>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Filled<B::Error>> {
+        loop {
+            let frame = match ready!(body.as_mut().poll_frame(cx)) {
+                None => return Poll::Ready(Filled::End),
+                Some(Err(e)) => return Poll::Ready(Filled::Failed(e)),
+                Some(Ok(frame)) => frame,
+            };
+            match frame.into_data() {
+                Ok(mut data) => {
+                    // Zero-copy when the body's data already is `Bytes`.
+                    let chunk = data.copy_to_bytes(data.remaining());
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    self.held.len += chunk.len() as u64;
+                    let over = self.held.len > self.limit;
+                    if !over {
+                        self.hasher.update(&chunk);
+                    }
+                    if self.keep {
+                        self.held.chunks.push(chunk);
+                    }
+                    if over {
+                        return Poll::Ready(Filled::Overflow);
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        match &mut self.held.trailers {
+                            Some(held) => held.extend(trailers),
+                            None => self.held.trailers = Some(trailers),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The tag of every byte read, and what is held.
+    pub(crate) fn finish(self) -> (EntityTag, Held) {
+        (self.hasher.finish(), self.held)
+    }
+
+    /// What is held, without a tag (the body is not sent whole, or not tagged).
+    pub(crate) fn into_held(self) -> Held {
+        self.held
+    }
+}
+
+/// The time bound on holding a body: armed when the body first makes the layer wait.
+///
+/// Needs the `tokio` feature (on by default) and a Tokio runtime with its timer; without
+/// either, bodies are held until they end or outgrow `max_buffer`.
+pub(crate) struct Deadline {
+    limit: Option<Duration>,
+    #[cfg(feature = "tokio")]
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl std::fmt::Debug for Deadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deadline")
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Deadline {
+    pub(crate) fn new(limit: Option<Duration>) -> Self {
+        Deadline {
+            limit,
+            #[cfg(feature = "tokio")]
+            sleep: None,
+        }
+    }
+
+    /// Called when the body is not ready: whether the time is up. Registers for a wake-up
+    /// at the deadline otherwise.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(limit) = self.limit else {
+            return false;
+        };
+        if self.sleep.is_none() {
+            if tokio::runtime::Handle::try_current().is_err() {
+                self.limit = None;
+                return false;
+            }
+            self.sleep = Some(Box::pin(tokio::time::sleep(limit)));
+        }
+        match &mut self.sleep {
+            Some(sleep) => sleep.as_mut().poll(cx).is_ready(),
+            None => false,
+        }
+    }
+
+    #[cfg(not(feature = "tokio"))]
+    pub(crate) fn poll_expired(&mut self, _cx: &mut Context<'_>) -> bool {
+        false
+    }
+}
+
+#[cfg(feature = "tokio")]
+use std::future::Future as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, StreamBody};
+
+    fn stream(parts: &[&'static [u8]]) -> impl Body<Data = Bytes, Error = std::io::Error> {
+        let frames: Vec<Result<http_body::Frame<Bytes>, std::io::Error>> = parts
+            .iter()
+            .map(|p| Ok(http_body::Frame::data(Bytes::from_static(p))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn hashes_whatever_the_chunking_and_keeps_the_same_bytes() {
+        let mut buf = HashBuffer::new(HashAlgorithm::Sha256, 100, true);
+        let mut body = std::pin::pin!(stream(&[b"hello ", b"", b"world"]));
+        let filled = std::future::poll_fn(|cx| buf.poll_fill(body.as_mut(), cx)).await;
+        assert!(matches!(filled, Filled::End));
+        let (tag, mut held) = buf.finish();
+        assert_eq!(tag, EntityTag::from_content(b"hello world"));
+        assert_eq!(held.len, 11);
+        assert_eq!(held.chunks.pop().unwrap(), "hello ");
+        assert_eq!(held.chunks.pop().unwrap(), "world");
+        assert!(held.chunks.is_empty());
+    }
+
+    #[tokio::test]
+    async fn stops_past_the_limit_with_the_rest_unread() {
+        let mut buf = HashBuffer::new(HashAlgorithm::Sha256, 4, true);
+        let mut body = std::pin::pin!(stream(&[b"abc", b"de", b"f"]));
+        let filled = std::future::poll_fn(|cx| buf.poll_fill(body.as_mut(), cx)).await;
+        assert!(matches!(filled, Filled::Overflow));
+        assert_eq!(buf.into_held().len, 5);
+        let rest = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&rest[..], b"f");
+    }
+
+    #[tokio::test]
+    async fn a_hash_only_buffer_keeps_nothing() {
+        let mut buf = HashBuffer::new(HashAlgorithm::Sha256, 100, false);
+        let mut body = std::pin::pin!(stream(&[b"ab", b"c"]));
+        let filled = std::future::poll_fn(|cx| buf.poll_fill(body.as_mut(), cx)).await;
+        assert!(matches!(filled, Filled::End));
+        let (tag, held) = buf.finish();
+        assert_eq!(tag, EntityTag::from_content(b"abc"));
+        assert!(held.chunks.is_empty());
+    }
+}
