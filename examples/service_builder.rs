@@ -1,43 +1,110 @@
-//! A realistic `tower::ServiceBuilder` stack: request tracing, the conditional layer, and
-//! response compression — in the order that keeps strong ETags correct.
+//! The recipe for compression with lookups: a `tower::ServiceBuilder` stack of tracing,
+//! [`CodingTagsLayer`], compression and the conditional layer, around a report that can be
+//! read (gzip or identity) and replaced with a conditional PUT.
 //!
 //! ```sh
-//! RUST_LOG=tower_http=debug cargo run --example service_builder -- --addr 127.0.0.1:3003
-//! curl -i --compressed http://127.0.0.1:3003/report     # gzip, with its own ETag
-//! curl -i http://127.0.0.1:3003/report                  # identity, another ETag
+//! cargo run --example service_builder -- --addr 127.0.0.1:3003
+//! curl -i --compressed http://127.0.0.1:3003/report     # gzip: ETag "T;gzip"
+//! curl -i http://127.0.0.1:3003/report                  # identity: ETag "T"
+//! curl -i -X PUT -H 'content-type: text/plain' -H 'if-match: "T;gzip"' \
+//!      --data-binary @new-report.txt http://127.0.0.1:3003/report
 //! ```
 //!
-//! The conditional layer sits *outside* compression, so it hashes the bytes that go on the
-//! wire: a gzip response and an identity response are different representations and get
-//! different strong tags (RFC 9110 §8.8.3), and each revalidates to 304 on its own. Inside
-//! compression, both encodings would share one strong tag — which a cache could then use
-//! to splice bytes of one encoding into the other.
+//! The stack, outermost first: trace → coding tags → compression → conditional → handler.
+//! The conditional layer sees identity bytes, so its tags are the ones the lookup computes
+//! from the stored report. [`CodingTagsLayer`] sits outside compression: a gzip response's
+//! tag gets a `;gzip` suffix (each coding its own strong tag, RFC 9110 §8.8.3), the suffix is
+//! removed from `If-Match` before the lookup's tag is compared (a write from either client
+//! validates; a stale one gets 412), and `If-None-Match` on a read is evaluated on the encoded
+//! response (each coding revalidates to 304 on its own, and one's tag never validates the
+//! other).
 
+use std::convert::Infallible;
+use std::sync::{Arc, RwLock};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use tower::ServiceBuilder;
-use tower_conditional::ConditionalLayer;
+use tower_conditional::{
+    lookup_fn, CodingTagsLayer, ConditionalLayer, EntityTag, Expectation, LookupRequest, Validators,
+};
 use tower_http::compression::CompressionLayer;
 use tower_http::trace::TraceLayer;
 
-async fn report() -> String {
+#[path = "support/args.rs"]
+mod args;
+
+/// The stored report: identity bytes, as a PUT sent them.
+type Store = Arc<RwLock<Bytes>>;
+
+fn first_report() -> Bytes {
     let mut text = String::from("Quarterly report\n================\n");
-    for quarter in 1..=4 {
+    for week in 1..=52 {
         text.push_str(&format!(
-            "Q{quarter}: revenue grew, costs fell, everyone is happy.\n"
+            "Week {week:2}: revenue grew, costs fell, everyone is happy.\n"
         ));
     }
-    text
+    Bytes::from(text)
 }
 
-/// The stack, outermost first: trace → conditional → compression → handler.
-fn app() -> Router {
-    Router::new().route("/report", get(report)).layer(
-        ServiceBuilder::new()
-            .layer(TraceLayer::new_for_http())
-            .layer(ConditionalLayer::new())
-            .layer(CompressionLayer::new()),
+async fn report(State(store): State<Store>) -> Response {
+    let text = store.read().unwrap().clone();
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+}
+
+/// Replaces the report: a compare-and-swap on what the layer validated.
+async fn replace(
+    State(store): State<Store>,
+    expectation: Option<Extension<Expectation>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let plain = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/plain"));
+    if !plain {
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "send text/plain\n").into_response();
+    }
+    let mut stored = store.write().unwrap();
+    if let Some(expected) = expectation.as_ref().and_then(|e| e.etag()) {
+        if !expected.strong_eq(&EntityTag::from_content(&stored)) {
+            return (StatusCode::PRECONDITION_FAILED, "changed meanwhile\n").into_response();
+        }
+    }
+    let tag = EntityTag::from_content(&body);
+    *stored = body;
+    (
+        StatusCode::NO_CONTENT,
+        [(header::ETAG, tag.to_header_value())],
     )
+        .into_response()
+}
+
+/// The stack, outermost first: trace → coding tags → compression → conditional → handler.
+fn app(store: Store) -> Router {
+    let lookup_store = store.clone();
+    let lookup = lookup_fn(move |_req: LookupRequest| {
+        let stored = lookup_store.read().unwrap().clone();
+        async move {
+            let current = Validators::new().with_etag(EntityTag::from_content(&stored));
+            Ok::<_, Infallible>(Some(current))
+        }
+    });
+    Router::new()
+        .route("/report", get(report).put(replace))
+        .with_state(store)
+        .layer(
+            ServiceBuilder::new()
+                .layer(TraceLayer::new_for_http())
+                .layer(CodingTagsLayer::new())
+                .layer(CompressionLayer::new())
+                .layer(ConditionalLayer::new().lookup(lookup)),
+        )
 }
 
 #[tokio::main]
@@ -45,17 +112,12 @@ async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "tower_http=debug".into()),
+                .unwrap_or_else(|_| "tower_http=debug,tower_conditional=debug".into()),
         )
+        .with_writer(std::io::stderr)
         .init();
-    let mut args = std::env::args().skip(1);
-    let mut addr = "127.0.0.1:3003".to_owned();
-    while let Some(arg) = args.next() {
-        if arg == "--addr" {
-            addr = args.next().expect("--addr needs a value");
-        }
-    }
-    let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
-    println!("listening on http://{}", listener.local_addr().unwrap());
-    axum::serve(listener, app()).await.unwrap();
+    let addr = args::addr_or_exit("service_builder", "127.0.0.1:3003");
+    let listener = args::bind_and_announce(&addr).await;
+    let store = Arc::new(RwLock::new(first_report()));
+    axum::serve(listener, app(store)).await.unwrap();
 }

@@ -10,6 +10,7 @@
 
 mod body;
 mod buffer;
+mod coding;
 mod config;
 mod etag;
 mod future;
@@ -23,6 +24,8 @@ mod service;
 
 #[doc(inline)]
 pub use crate::body::ConditionalBody;
+#[doc(inline)]
+pub use crate::coding::{CodingTags, CodingTagsFuture, CodingTagsLayer};
 #[doc(inline)]
 pub use crate::config::{DEFAULT_MAX_BUFFER, DEFAULT_MAX_BUFFER_TIME};
 #[doc(inline)]

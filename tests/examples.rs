@@ -156,52 +156,95 @@ async fn hyper_service() {
 }
 
 #[tokio::test]
-async fn service_builder_gives_each_encoding_its_own_strong_tag() {
+async fn service_builder_gives_each_coding_its_own_tag_and_lookups_validate_both() {
     let server = spawn_example("service_builder", &["--addr", "127.0.0.1:0"]);
     let a = server.addr;
     let gzip = send(a, "GET", "/report", &[("accept-encoding", "gzip")], "").await;
     assert_eq!(gzip.headers()[header::CONTENT_ENCODING], "gzip");
     let gzip_tag = tag(&gzip);
-    let gzip_bytes = collect(gzip.into_body()).await;
-    assert_eq!(
-        gzip_tag,
-        common::independent_tag(&gzip_bytes),
-        "the tag is of the bytes on the wire"
-    );
-    let identity = send(a, "GET", "/report", &[], "").await;
+    let identity = send(a, "GET", "/report", &[("accept-encoding", "identity")], "").await;
     assert!(!identity.headers().contains_key(header::CONTENT_ENCODING));
     let identity_tag = tag(&identity);
-    assert_ne!(gzip_tag, identity_tag);
+    let identity_bytes = collect(identity.into_body()).await;
+    assert!(identity_bytes.len() >= 1024, "a report of at least 1 KiB");
+    assert_eq!(
+        identity_tag,
+        common::independent_tag(&identity_bytes),
+        "the identity tag is the lookup's: SHA-256 of the stored bytes"
+    );
+    assert_ne!(gzip_tag, identity_tag, "each coding has its own strong tag");
+    assert!(!gzip_tag.starts_with("W/") && !identity_tag.starts_with("W/"));
 
-    let again = send(
+    // Each revalidates on its own; one coding's tag does not validate the other.
+    for (coding, tag, expect) in [
+        ("gzip", &gzip_tag, StatusCode::NOT_MODIFIED),
+        ("identity", &identity_tag, StatusCode::NOT_MODIFIED),
+        ("gzip", &identity_tag, StatusCode::OK),
+        ("identity", &gzip_tag, StatusCode::OK),
+    ] {
+        let r = send(
+            a,
+            "GET",
+            "/report",
+            &[("accept-encoding", coding), ("if-none-match", tag)],
+            "",
+        )
+        .await;
+        assert_eq!(r.status(), expect, "{coding} with {tag}");
+        if expect == StatusCode::NOT_MODIFIED {
+            assert_eq!(&self::tag(&r), tag, "a 304 names the tag it validated");
+            assert!(!r.headers().contains_key(header::CONTENT_ENCODING));
+            assert!(r.headers()[header::VARY]
+                .to_str()
+                .unwrap()
+                .to_ascii_lowercase()
+                .contains("accept-encoding"));
+        }
+    }
+
+    // A stale write gets 412 from either coding's tag format, and writes nothing.
+    let stale = send(
         a,
-        "GET",
+        "PUT",
         "/report",
-        &[("accept-encoding", "gzip"), ("if-none-match", &gzip_tag)],
-        "",
+        &[("content-type", "text/plain"), ("if-match", "\"old;gzip\"")],
+        "lost update",
     )
     .await;
-    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
-    assert!(again.headers()[header::VARY]
-        .to_str()
-        .unwrap()
-        .to_ascii_lowercase()
-        .contains("accept-encoding"));
-    let again = send(a, "GET", "/report", &[("if-none-match", &identity_tag)], "").await;
-    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
-    // One encoding's tag does not validate the other.
-    let crossed = send(
+    assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
+    // The gzip client's current tag validates its write: the lookup sees the identity tag.
+    let from_gzip = send(
         a,
-        "GET",
+        "PUT",
         "/report",
-        &[
-            ("accept-encoding", "gzip"),
-            ("if-none-match", &identity_tag),
-        ],
-        "",
+        &[("content-type", "text/plain"), ("if-match", &gzip_tag)],
+        "second report",
     )
     .await;
-    assert_eq!(crossed.status(), StatusCode::OK);
+    assert_eq!(from_gzip.status(), StatusCode::NO_CONTENT);
+    let new_tag = tag(&from_gzip);
+    assert_eq!(new_tag, common::independent_tag(b"second report"));
+    // The identity tag of the old version is now stale; the new one validates.
+    let stale = send(
+        a,
+        "PUT",
+        "/report",
+        &[("content-type", "text/plain"), ("if-match", &identity_tag)],
+        "third",
+    )
+    .await;
+    assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
+    let fresh = send(
+        a,
+        "PUT",
+        "/report",
+        &[("content-type", "text/plain"), ("if-match", &new_tag)],
+        "third report",
+    )
+    .await;
+    assert_eq!(fresh.status(), StatusCode::NO_CONTENT);
+    let now = send(a, "GET", "/report", &[("accept-encoding", "identity")], "").await;
+    assert_eq!(collect(now.into_body()).await, "third report");
 }
 
 /// The example's message types, for the client side.

@@ -1,0 +1,297 @@
+//! [`CodingTagsLayer`]: one strong tag per content-coding, with lookups on identity bytes.
+//!
+//! A tag computed inside compression is the identity bytes' tag, which a lookup can compute
+//! from what it stores — but then a gzip response and an identity response would share one
+//! strong tag, which RFC 9110 §8.8.3 forbids. A tag computed outside compression differs per
+//! coding, but no lookup can compute it. This adapter, placed *outside* compression with the
+//! [`ConditionalLayer`](crate::ConditionalLayer) inside, gives both:
+//!
+//! * on the way out, a response with `Content-Encoding: gzip` and tag `"T"` gets `"T;gzip"` —
+//!   each coding has its own strong tag;
+//! * on the way in, `If-Match` and `If-Range` (and `If-None-Match` on writes) have the suffix
+//!   removed before the conditional layer compares them with the identity tag its lookup
+//!   computes — so a write from a gzip client validates, and a stale one gets 412;
+//! * `If-None-Match` on GET/HEAD is evaluated here, on the final response — so `"T;gzip"`
+//!   revalidates a gzip response to 304 and never an identity one, and `"T"` the reverse.
+//!   (The inner layer does not see it, so the response is produced and compressed before
+//!   it is replaced by the 304: the price of telling the codings apart.)
+//!
+//! ```
+//! use tower::ServiceBuilder;
+//! use tower_conditional::{CodingTagsLayer, ConditionalLayer};
+//! # use std::convert::Infallible;
+//! # use tower_conditional::{lookup_fn, LookupRequest, Validators};
+//! # let lookup = lookup_fn(|_: LookupRequest| async { Ok::<_, Infallible>(None::<Validators>) });
+//!
+//! let stack = ServiceBuilder::new()
+//!     .layer(CodingTagsLayer::new())                   // outside compression
+//!     // .layer(tower_http::compression::CompressionLayer::new())
+//!     .layer(ConditionalLayer::new().lookup(lookup)); // inside: identity bytes
+//! # let _ = stack;
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
+use http_body::{Body, SizeHint};
+use pin_project_lite::pin_project;
+use tower::Service;
+use tower_layer::Layer;
+
+use crate::body::ConditionalBody;
+use crate::etag::EntityTag;
+use crate::header::TagList;
+use crate::response::into_not_modified;
+
+/// The codings whose suffix is recognised on incoming tags.
+const CODINGS: [&str; 5] = ["gzip", "br", "deflate", "zstd", "compress"];
+
+/// Between the identity tag and the coding: a byte that base64url tags never contain.
+const SEPARATOR: u8 = b';';
+
+/// Applies [`CodingTags`]; see the [module docs](self).
+#[derive(Debug, Clone, Copy, Default)]
+#[must_use]
+pub struct CodingTagsLayer {
+    _priv: (),
+}
+
+impl CodingTagsLayer {
+    /// The adapter.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<S> Layer<S> for CodingTagsLayer {
+    type Service = CodingTags<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CodingTags { inner }
+    }
+}
+
+/// Gives each content-coding its own strong tag while lookups see identity tags; built by
+/// [`CodingTagsLayer`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct CodingTags<S> {
+    inner: S,
+}
+
+impl<S> CodingTags<S> {
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CodingTags<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body,
+{
+    type Response = Response<ConditionalBody<ResBody>>;
+    type Error = S::Error;
+    type Future = CodingTagsFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let read = req.method() == Method::GET || req.method() == Method::HEAD;
+        let headers = req.headers_mut();
+        strip_suffixes(headers, header::IF_MATCH);
+        strip_suffixes(headers, header::IF_RANGE);
+        let if_none_match = if read && headers.contains_key(header::IF_NONE_MATCH) {
+            // Evaluated here, on the response as it goes out: inside, the identity tag would
+            // let a gzip client's cache revalidate with an identity response's tag. Without
+            // If-None-Match inside, If-Modified-Since must go too (RFC 9110 §13.2.2).
+            let list = TagList::parse(headers.get_all(header::IF_NONE_MATCH))
+                .ok()
+                .flatten();
+            headers.remove(header::IF_NONE_MATCH);
+            headers.remove(header::IF_MODIFIED_SINCE);
+            list
+        } else {
+            strip_suffixes(headers, header::IF_NONE_MATCH);
+            None
+        };
+        CodingTagsFuture {
+            inner: self.inner.call(req),
+            if_none_match,
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`CodingTags`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct CodingTagsFuture<F> {
+        #[pin]
+        inner: F,
+        if_none_match: Option<TagList>,
+    }
+}
+
+impl<F> std::fmt::Debug for CodingTagsFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodingTagsFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for CodingTagsFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Body,
+{
+    type Output = Result<Response<ConditionalBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx))?;
+        let (mut head, body) = response.into_parts();
+        let tag = match encoded_tag(&head.headers) {
+            Some(tag) => {
+                let tag_value = tag.to_header_value();
+                head.headers.insert(header::ETAG, tag_value);
+                Some(tag)
+            }
+            None => head
+                .headers
+                .get(header::ETAG)
+                .and_then(|v| EntityTag::try_from(v).ok()),
+        };
+        let matched = head.status.is_success()
+            && tag.is_some_and(|tag| {
+                this.if_none_match
+                    .as_ref()
+                    .is_some_and(|list| list.matches_weak(&tag))
+            });
+        if matched {
+            drop(body);
+            into_not_modified(&mut head.status, &mut head.headers);
+            let empty = ConditionalBody::empty(SizeHint::new());
+            return Poll::Ready(Ok(Response::from_parts(head, empty)));
+        }
+        Poll::Ready(Ok(Response::from_parts(
+            head,
+            ConditionalBody::pass_through(body),
+        )))
+    }
+}
+
+/// The tag a response with a content-coding goes out with: its (identity) tag with the
+/// coding appended, or `None` when it has no coding or no valid tag.
+fn encoded_tag(headers: &HeaderMap) -> Option<EntityTag> {
+    let coding = headers.get(header::CONTENT_ENCODING)?.to_str().ok()?;
+    let coding: String = coding
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+        .collect::<Vec<_>>()
+        .join("+")
+        .to_ascii_lowercase();
+    if coding.is_empty() {
+        return None;
+    }
+    let tag = EntityTag::try_from(headers.get(header::ETAG)?).ok()?;
+    let mut opaque = tag.opaque().to_vec();
+    opaque.push(SEPARATOR);
+    opaque.extend_from_slice(coding.as_bytes());
+    EntityTag::build(tag.is_weak(), &opaque).ok()
+}
+
+/// The identity tag behind a coding's tag, or `None` when `tag` has no coding suffix.
+fn identity_tag(tag: &EntityTag) -> Option<EntityTag> {
+    let opaque = tag.opaque();
+    let at = opaque.iter().rposition(|&b| b == SEPARATOR)?;
+    let coding = std::str::from_utf8(&opaque[at + 1..]).ok()?;
+    let known = coding
+        .split('+')
+        .all(|c| CODINGS.iter().any(|k| k.eq_ignore_ascii_case(c)));
+    if !known {
+        return None;
+    }
+    EntityTag::build(tag.is_weak(), &opaque[..at]).ok()
+}
+
+/// Replaces coding tags in a list field (or an `If-Range` tag) by their identity tags.
+fn strip_suffixes(headers: &mut HeaderMap, name: HeaderName) {
+    let tags = match TagList::parse(headers.get_all(&name)) {
+        Ok(Some(TagList::Tags(tags))) => tags,
+        // `*`, absent, a date in If-Range, or malformed: as sent.
+        _ => return,
+    };
+    if !tags.iter().any(|t| identity_tag(t).is_some()) {
+        return;
+    }
+    let mut value = Vec::new();
+    for tag in &tags {
+        if !value.is_empty() {
+            value.extend_from_slice(b", ");
+        }
+        match identity_tag(tag) {
+            Some(identity) => value.extend_from_slice(identity.as_bytes()),
+            None => value.extend_from_slice(tag.as_bytes()),
+        }
+    }
+    if let Ok(value) = HeaderValue::from_bytes(&value) {
+        headers.insert(name, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(s: &str) -> EntityTag {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn suffix_round_trip() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        h.insert(header::ETAG, HeaderValue::from_static("\"abc\""));
+        let gz = encoded_tag(&h).unwrap();
+        assert_eq!(gz.to_string(), "\"abc;gzip\"");
+        assert_eq!(identity_tag(&gz), Some(tag("\"abc\"")));
+        h.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+        assert_eq!(encoded_tag(&h), None);
+        h.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static("gzip, br"),
+        );
+        let both = encoded_tag(&h).unwrap();
+        assert_eq!(both.to_string(), "\"abc;gzip+br\"");
+        assert_eq!(identity_tag(&both), Some(tag("\"abc\"")));
+        // Weak tags keep their weakness; unknown suffixes are not codings.
+        assert_eq!(identity_tag(&tag("W/\"x;br\"")), Some(tag("W/\"x\"")));
+        assert_eq!(identity_tag(&tag("\"x;v2\"")), None);
+        assert_eq!(identity_tag(&tag("\"plain\"")), None);
+    }
+
+    #[test]
+    fn lists_lose_suffixes_and_keep_the_rest() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::IF_MATCH,
+            HeaderValue::from_static("\"a;gzip\", W/\"b\""),
+        );
+        strip_suffixes(&mut h, header::IF_MATCH);
+        assert_eq!(h[header::IF_MATCH], "\"a\", W/\"b\"");
+        h.insert(header::IF_MATCH, HeaderValue::from_static("*"));
+        strip_suffixes(&mut h, header::IF_MATCH);
+        assert_eq!(h[header::IF_MATCH], "*");
+        h.insert(header::IF_MATCH, HeaderValue::from_static("\"unterminated"));
+        strip_suffixes(&mut h, header::IF_MATCH);
+        assert_eq!(h[header::IF_MATCH], "\"unterminated");
+    }
+}
