@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Uri};
 
-use crate::etag::HashAlgorithm;
+use crate::etag::{EntityTag, HashAlgorithm};
 use crate::precondition::Options;
 use crate::response::Rejection;
 
@@ -40,6 +40,8 @@ pub(crate) struct Config {
     pub(crate) creating_methods: Vec<Method>,
     pub(crate) hash: HashAlgorithm,
     pub(crate) disclose_current_etag: bool,
+    pub(crate) weak_etags: bool,
+    pub(crate) last_modified_from_lookup: bool,
     pub(crate) warned_invalid_etag: Arc<AtomicBool>,
 }
 
@@ -61,6 +63,15 @@ impl Config {
         match &self.lock_key {
             Some(f) => f(uri, headers),
             None => normalized_path(uri.path()),
+        }
+    }
+
+    /// A tag the layer computed, as it is sent: weak under `weak_etags`.
+    pub(crate) fn computed(&self, tag: EntityTag) -> EntityTag {
+        if self.weak_etags {
+            EntityTag::build(true, tag.opaque()).unwrap_or(tag)
+        } else {
+            tag
         }
     }
 
@@ -91,6 +102,8 @@ impl Default for Config {
             creating_methods: vec![Method::PUT],
             hash: HashAlgorithm::Sha256,
             disclose_current_etag: false,
+            weak_etags: false,
+            last_modified_from_lookup: false,
             warned_invalid_etag: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -111,6 +124,8 @@ impl fmt::Debug for Config {
             .field("creating_methods", &self.creating_methods)
             .field("hash", &self.hash)
             .field("disclose_current_etag", &self.disclose_current_etag)
+            .field("weak_etags", &self.weak_etags)
+            .field("last_modified_from_lookup", &self.last_modified_from_lookup)
             .finish()
     }
 }

@@ -31,8 +31,9 @@ use crate::buffer::{Deadline, Filled, HashBuffer};
 use crate::config::Config;
 use crate::header::parse_date_value;
 use crate::lookup::{Current, Source, VersionLookup};
+use crate::outcome::{NoTag, Outcome, Untagged};
 use crate::precondition::{evaluate, Conditions, Decision, Expectation, Validators};
-use crate::predicate::{may_fit, Predicate};
+use crate::predicate::{has_no_store, is_stream, may_fit, Predicate};
 use crate::response::{into_not_modified, not_modified_from, Rejection, RejectionKind};
 
 pin_project! {
@@ -114,6 +115,7 @@ pin_project! {
         // The layer answers by itself.
         Answer {
             response: Response<ConditionalBody<ResBody>>,
+            outcome: Outcome,
         },
         Done,
     }
@@ -142,6 +144,8 @@ pub(crate) struct Exchange<P> {
     pub(crate) grpc: Option<HeaderValue>,
     /// Whether the lookup already passed the conditions before the service was called.
     pub(crate) prechecked: bool,
+    /// The lookup's `Last-Modified`, for a read under `last_modified_from_lookup`.
+    pub(crate) lookup_last_modified: Option<std::time::SystemTime>,
 }
 
 /// What the response of the inner service is for.
@@ -157,6 +161,9 @@ pub(crate) enum Mode {
 
 type Output<B, E> = Result<Response<ConditionalBody<B>>, E>;
 
+/// A response the layer is done with, and what it did.
+type Finished<B, E> = Result<(Response<ConditionalBody<B>>, Outcome), E>;
+
 /// What a step leads to. Short-lived: built and matched at once in `poll`.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Next<S, ReqBody, ResBody, L>
@@ -167,7 +174,7 @@ where
 {
     State(State<S, ReqBody, ResBody, L>),
     Locked(OwnedMutexGuard<()>, Pending<S, ReqBody, L>),
-    Done(Output<ResBody, S::Error>),
+    Done(Finished<ResBody, S::Error>),
 }
 
 impl<S, ReqBody, ResBody, L, P> ResponseFuture<S, ReqBody, ResBody, L, P>
@@ -205,8 +212,8 @@ where
     L: VersionLookup<ReqBody>,
     ResBody: Body,
 {
-    pub(crate) fn answer(response: Response<ConditionalBody<ResBody>>) -> Self {
-        State::Answer { response }
+    pub(crate) fn answer(response: Response<ConditionalBody<ResBody>>, outcome: Outcome) -> Self {
+        State::Answer { response, outcome }
     }
 }
 
@@ -251,7 +258,7 @@ where
                     };
                     let found = match filled {
                         Filled::End => {
-                            found.set_etag(buf.finish().0);
+                            found.set_etag(this.exchange.config.computed(buf.finish().0));
                             Ok(Current::Exists(found))
                         }
                         // Too large to carry an ETag on reads: the same here.
@@ -299,13 +306,14 @@ where
                     let StateOwned::AfterWrite { response, .. } = this.state.as_mut().take() else {
                         unreachable!("the state is AfterWrite")
                     };
-                    Next::Done(Ok(with_new_etag(response, found)))
+                    Next::Done(Ok((with_new_etag(response, found), Outcome::Passed)))
                 }
                 StateProj::Answer { .. } => {
-                    let StateOwned::Answer { response } = this.state.as_mut().take() else {
+                    let StateOwned::Answer { response, outcome } = this.state.as_mut().take()
+                    else {
                         unreachable!("the state is Answer")
                     };
-                    Next::Done(Ok(response))
+                    Next::Done(Ok((response, outcome)))
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             };
@@ -320,7 +328,16 @@ where
                     // The write lock is held until the response head exists, no longer.
                     *this.lock = None;
                     this.state.set(State::Done);
-                    return Poll::Ready(output);
+                    return Poll::Ready(output.map(|(mut response, outcome)| {
+                        tracing::debug!(
+                            ?outcome,
+                            method = %this.exchange.method,
+                            status = response.status().as_u16(),
+                            "conditional"
+                        );
+                        response.extensions_mut().insert(outcome);
+                        response
+                    }));
                 }
             }
         }
@@ -361,22 +378,24 @@ fn with_new_etag<B: Body, E: std::fmt::Display>(
 }
 
 impl<P> Exchange<P> {
-    fn answer<B: Body>(&self, kind: RejectionKind) -> Response<ConditionalBody<B>> {
+    fn answer<B: Body>(&self, kind: RejectionKind) -> (Response<ConditionalBody<B>>, Outcome) {
         let rejection = Rejection::new(kind, self.grpc.clone());
-        self.config.render(&rejection).map(ConditionalBody::full)
+        let response = self.config.render(&rejection).map(ConditionalBody::full);
+        (response, Outcome::Rejected(kind))
     }
 
     fn precondition_failed<B: Body>(
         &self,
         failed: crate::precondition::Failed,
         current: Option<&Validators>,
-    ) -> Response<ConditionalBody<B>> {
-        let mut rejection =
-            Rejection::new(RejectionKind::PreconditionFailed(failed), self.grpc.clone());
+    ) -> (Response<ConditionalBody<B>>, Outcome) {
+        let kind = RejectionKind::PreconditionFailed(failed);
+        let mut rejection = Rejection::new(kind, self.grpc.clone());
         if self.config.disclose_current_etag {
             rejection = rejection.with_current(current.and_then(|v| v.etag().cloned()));
         }
-        self.config.render(&rejection).map(ConditionalBody::full)
+        let response = self.config.render(&rejection).map(ConditionalBody::full);
+        (response, Outcome::Rejected(kind))
     }
 
     /// The evaluation options, with the current time when an `If-Range` needs it.
@@ -475,7 +494,7 @@ impl<P: Predicate> Exchange<P> {
         if status.is_client_error() {
             // The write would be refused the same way (401, 403, …): say so, learn nothing.
             let response = response.map(ConditionalBody::pass_through);
-            return Next::Done(Ok(response));
+            return Next::Done(Ok((response, Outcome::Refused)));
         }
         if !status.is_success() {
             return self.decide(Err(format!("the internal GET answered {status}")), pending);
@@ -486,7 +505,7 @@ impl<P: Predicate> Exchange<P> {
             found.set_etag(tag);
             return self.decide(Ok(Current::Exists(found)), pending);
         }
-        if self.predicate.should_hash(&response) && may_fit(&response, self.config.max_buffer) {
+        if self.why_untagged(&response, false, true).is_none() {
             let buf = HashBuffer::new(self.config.hash, self.config.max_buffer, false);
             return Next::State(State::GetBody {
                 body: response.into_body(),
@@ -511,7 +530,7 @@ impl<P: Predicate> Exchange<P> {
     {
         let current = match found {
             Ok(Current::Refuse(response)) => {
-                return Next::Done(Ok(response.map(ConditionalBody::full)))
+                return Next::Done(Ok((response.map(ConditionalBody::full), Outcome::Refused)))
             }
             Ok(Current::Exists(v)) => Some(v),
             Ok(Current::Absent) => None,
@@ -609,6 +628,10 @@ impl<P: Predicate> Exchange<P> {
             self.hand_over_range();
             return Next::State(proceed(pending, None));
         };
+        if self.config.last_modified_from_lookup {
+            let now = std::time::SystemTime::now();
+            self.lookup_last_modified = current.last_modified().map(|t| t.min(now));
+        }
         let decision = evaluate(
             &self.method,
             &self.conditions,
@@ -624,7 +647,7 @@ impl<P: Predicate> Exchange<P> {
                 let mut response = Response::new(ConditionalBody::empty(SizeHint::new()));
                 *response.status_mut() = status;
                 *response.headers_mut() = headers;
-                return Next::Done(Ok(response));
+                return Next::Done(Ok((response, Outcome::NotModified)));
             }
             Decision::IgnoreRange => {
                 // The client's part is of another version: the whole representation.
@@ -652,12 +675,18 @@ impl<P: Predicate> Exchange<P> {
         ResBody: Body,
     {
         match self.mode {
-            Mode::Exempt => Next::Done(Ok(response.map(ConditionalBody::pass_through))),
+            Mode::Exempt => Next::Done(Ok((
+                response.map(ConditionalBody::pass_through),
+                Outcome::Passed,
+            ))),
             Mode::Write => match after_write {
                 Some(fut) if wants_new_etag(&self.method, &response) => {
                     Next::State(State::AfterWrite { fut, response })
                 }
-                _ => Next::Done(Ok(response.map(ConditionalBody::pass_through))),
+                _ => Next::Done(Ok((
+                    response.map(ConditionalBody::pass_through),
+                    Outcome::Passed,
+                ))),
             },
             Mode::Read { .. } => self.on_read_response(response),
         }
@@ -674,27 +703,56 @@ impl<P: Predicate> Exchange<P> {
     {
         if !response.status().is_success() {
             let (head, body) = response.into_parts();
-            return Next::Done(Ok(
-                self.strip_head(head, ConditionalBody::pass_through(body))
-            ));
+            let response = self.strip_head(head, ConditionalBody::pass_through(body));
+            return Next::Done(Ok((response, Outcome::Untagged(Untagged::NotSuccess))));
         }
         let own_tag = own_etag(response.headers_mut(), &self.config);
-        if own_tag.is_none()
-            && self.has_get_body()
-            && self.predicate.should_hash(&response)
-            && may_fit(&response, self.config.max_buffer)
-        {
-            let (head, body) = response.into_parts();
-            return Next::State(State::Buffering {
-                head,
-                body: Box::pin(body),
-                buf: HashBuffer::new(self.config.hash, self.config.max_buffer, true),
-                deadline: Deadline::new(self.config.max_buffer_time),
-            });
+        match self.why_untagged(&response, own_tag.is_some(), self.has_get_body()) {
+            None => {
+                let (head, body) = response.into_parts();
+                Next::State(State::Buffering {
+                    head,
+                    body: Box::pin(body),
+                    buf: HashBuffer::new(self.config.hash, self.config.max_buffer, true),
+                    deadline: Deadline::new(self.config.max_buffer_time),
+                })
+            }
+            Some(why) => {
+                let (head, body) = response.into_parts();
+                let found = self.validators_of(&head.headers, own_tag);
+                let body = ConditionalBody::pass_through(body);
+                self.finish_read(head, body, found, Outcome::Untagged(why))
+            }
         }
-        let (head, body) = response.into_parts();
-        let found = self.validators_of(&head.headers, own_tag);
-        self.finish_read(head, ConditionalBody::pass_through(body), found, false)
+    }
+
+    /// Why a 2xx read is not buffered and hashed, or `None` when it is.
+    /// `get_body`: the body is a GET's (not a HEAD answered by the service itself).
+    fn why_untagged<B: Body>(
+        &self,
+        response: &Response<B>,
+        own_tag: bool,
+        get_body: bool,
+    ) -> Option<Untagged> {
+        let headers = response.headers();
+        let why = if own_tag {
+            Untagged::OwnTag
+        } else if response.extensions().get::<NoTag>().is_some() {
+            Untagged::OptOut
+        } else if has_no_store(headers) {
+            Untagged::NoStore
+        } else if !get_body {
+            Untagged::Head
+        } else if is_stream(headers) {
+            Untagged::Stream
+        } else if !self.predicate.should_hash(response) {
+            Untagged::Predicate
+        } else if !may_fit(response, self.config.max_buffer) {
+            Untagged::TooLarge
+        } else {
+            return None;
+        };
+        Some(why)
     }
 
     /// The held body ended (`Some(End)`), outgrew the limit, failed, or took too long
@@ -715,8 +773,9 @@ impl<P: Predicate> Exchange<P> {
             Some(Filled::End) => {
                 let (tag, held) = buf.finish();
                 let mut found = self.validators_of(&head.headers, None);
-                found.set_etag(tag);
-                self.finish_read(head, ConditionalBody::replay(held, None), found, true)
+                found.set_etag(self.config.computed(tag));
+                let body = ConditionalBody::replay(held, None);
+                self.finish_read(head, body, found, Outcome::Tagged)
             }
             Some(Filled::Failed(_)) => {
                 tracing::error!(
@@ -727,25 +786,29 @@ impl<P: Predicate> Exchange<P> {
             }
             // Send what is held, then the rest, untagged.
             Some(Filled::Overflow) | None => {
+                let why = match filled {
+                    Some(_) => Untagged::TooLarge,
+                    None => Untagged::TimeLimit,
+                };
                 let found = self.validators_of(&head.headers, None);
                 let body = ConditionalBody::replay(buf.into_held(), Some(body));
-                self.finish_read(head, body, found, false)
+                self.finish_read(head, body, found, Outcome::Untagged(why))
             }
         }
     }
 
-    /// Validators of a response: its own tag (already checked), and `Last-Modified` when a
-    /// condition will read it.
+    /// Validators of a response: its own tag (already checked), and `Last-Modified` (its
+    /// own, or the lookup's) when a condition will read it.
     fn validators_of(&self, headers: &HeaderMap, tag: Option<crate::EntityTag>) -> Validators {
         let mut found = Validators::new();
         if let Some(tag) = tag {
             found.set_etag(tag);
         }
         if !self.conditions.is_empty() {
-            if let Some(time) = headers
+            let own = headers
                 .get(header::LAST_MODIFIED)
-                .and_then(parse_date_value)
-            {
+                .and_then(parse_date_value);
+            if let Some(time) = own.or(self.lookup_last_modified) {
                 found = found.with_last_modified(time);
             }
         }
@@ -753,13 +816,13 @@ impl<P: Predicate> Exchange<P> {
     }
 
     /// A 2xx read with its validators known: 304, 412, or the response.
-    /// `computed`: `found`'s tag was computed by the layer and goes into the response.
+    /// `outcome` is `Tagged` when `found`'s tag was computed and goes into the response.
     fn finish_read<S, ReqBody, ResBody, L>(
         &self,
         mut head: http::response::Parts,
         body: ConditionalBody<ResBody>,
         mut found: Validators,
-        computed: bool,
+        outcome: Outcome,
     ) -> Next<S, ReqBody, ResBody, L>
     where
         S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -777,17 +840,29 @@ impl<P: Predicate> Exchange<P> {
         if let Decision::PreconditionFailed(failed) = decision {
             return Next::Done(Ok(self.precondition_failed(failed, Some(&found))));
         }
-        if let (true, Some(tag)) = (computed, found.take_etag()) {
-            // Moved, not cloned: the header owns the tag's bytes.
-            head.headers.insert(header::ETAG, tag.into());
+        if let Some(time) = self.lookup_last_modified {
+            if !head.headers.contains_key(header::LAST_MODIFIED) {
+                if let Some(value) = crate::header::http_date(time) {
+                    head.headers.insert(header::LAST_MODIFIED, value);
+                }
+            }
+        }
+        if outcome == Outcome::Tagged {
+            if let Some(tag) = found.take_etag() {
+                // Moved, not cloned: the header owns the tag's bytes.
+                head.headers.insert(header::ETAG, tag.into());
+            }
         }
         if decision == Decision::NotModified {
             drop(body);
             into_not_modified(&mut head.status, &mut head.headers);
             let empty = ConditionalBody::empty(SizeHint::new());
-            return Next::Done(Ok(Response::from_parts(head, empty)));
+            return Next::Done(Ok((
+                Response::from_parts(head, empty),
+                Outcome::NotModified,
+            )));
         }
-        Next::Done(Ok(self.strip_head(head, body)))
+        Next::Done(Ok((self.strip_head(head, body), outcome)))
     }
 }
 

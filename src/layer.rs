@@ -236,6 +236,29 @@ impl<L, P> ConditionalLayer<L, P> {
         self
     }
 
+    /// Sends the tags the layer computes as weak (`W/"…"`, default `false`): for routes whose
+    /// bytes vary while their meaning does not (a timestamp in a footer, a reordered map).
+    ///
+    /// Reads compare weakly, so revalidation works as before. `If-Match` compares strongly
+    /// (RFC 9110 §13.1.1), so a weak tag never satisfies it — a write with such a tag gets
+    /// 412 — unless [`weak_if_match`](Self::weak_if_match) is also on; a lookup on such a
+    /// route should answer the same weak tags. Tags the service sets itself are kept as they
+    /// are.
+    pub fn weak_etags(mut self, enabled: bool) -> Self {
+        self.config.weak_etags = enabled;
+        self
+    }
+
+    /// On reads, asks the lookup for the target's `Last-Modified` and sets it on a 2xx
+    /// response that has none (default `false`), so clients that revalidate with dates only
+    /// (`If-Modified-Since`) get 304s too; a time in the future is sent as now (RFC 9110
+    /// §8.8.2.1). Costs one lookup per read; has no effect without a lookup. A failing lookup
+    /// leaves the response as the service made it.
+    pub fn last_modified_from_lookup(mut self, enabled: bool) -> Self {
+        self.config.last_modified_from_lookup = enabled;
+        self
+    }
+
     /// Puts the target's current `ETag` into 412 responses (default `false`).
     ///
     /// Handy for clients that retry at once, but it tells the caller the current version —

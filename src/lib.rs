@@ -17,6 +17,7 @@ mod future;
 mod header;
 mod layer;
 pub mod lookup;
+mod outcome;
 pub mod precondition;
 pub mod predicate;
 mod response;
@@ -36,6 +37,8 @@ pub use crate::future::ResponseFuture;
 pub use crate::layer::ConditionalLayer;
 #[doc(inline)]
 pub use crate::lookup::{lookup_fn, Current, LookupRequest, VersionLookup};
+#[doc(inline)]
+pub use crate::outcome::{NoTag, Outcome, Untagged};
 #[doc(inline)]
 pub use crate::precondition::{Expectation, Validators};
 #[doc(inline)]

@@ -9,11 +9,11 @@
 //! use tower_conditional::predicate::{DefaultPredicate, Predicate};
 //! use tower_conditional::ConditionalLayer;
 //!
-//! // Also skip anything marked `Cache-Control: no-store`.
+//! // Also skip anything marked `Cache-Control: private`.
 //! let predicate = DefaultPredicate::new().and(|_: StatusCode, headers: &HeaderMap| {
 //!     headers
 //!         .get(http::header::CACHE_CONTROL)
-//!         .map_or(true, |v| !v.as_bytes().windows(8).any(|w| w == b"no-store"))
+//!         .map_or(true, |v| !v.as_bytes().windows(7).any(|w| w == b"private"))
 //! });
 //! let layer = ConditionalLayer::new().predicate(predicate);
 //! # let _ = layer;
@@ -64,8 +64,11 @@ impl<A: Predicate, B: Predicate> Predicate for And<A, B> {
     }
 }
 
-/// The default: hash `200 OK` responses, except event streams (`text/event-stream`), gRPC
-/// (`application/grpc…`) and anything with `Content-Range`.
+/// The default: hash `200 OK` responses, except streams (event streams, gRPC, NDJSON, JSON
+/// Lines, `multipart/x-mixed-replace`) and anything with `Content-Range`.
+///
+/// The layer itself never holds streams, responses marked [`NoTag`](crate::NoTag) or
+/// `Cache-Control: no-store`, whatever the predicate says.
 ///
 /// Other statuses are never hashed: 206 is a part, 1xx/204/304 have no content, and error
 /// responses are not representations of the target.
@@ -94,9 +97,36 @@ impl Predicate for DefaultPredicate {
         let headers = response.headers();
         response.status() == StatusCode::OK
             && !headers.contains_key(header::CONTENT_RANGE)
-            && !content_type_starts_with(headers, b"text/event-stream")
-            && !content_type_starts_with(headers, b"application/grpc")
+            && !is_stream(headers)
     }
+}
+
+/// Content types whose bodies are streams of messages, produced over time: never held.
+const STREAMS: [&[u8]; 7] = [
+    b"text/event-stream",
+    b"application/grpc",
+    b"application/x-ndjson",
+    b"application/ndjson",
+    b"application/jsonl",
+    b"application/x-jsonlines",
+    b"multipart/x-mixed-replace",
+];
+
+/// Whether the response is a stream of messages (by its `Content-Type`).
+pub(crate) fn is_stream(headers: &HeaderMap) -> bool {
+    STREAMS
+        .iter()
+        .any(|prefix| content_type_starts_with(headers, prefix))
+}
+
+/// Whether `Cache-Control` has the `no-store` directive.
+pub(crate) fn has_no_store(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CACHE_CONTROL).iter().any(|value| {
+        value.as_bytes().split(|&b| b == b',').any(|directive| {
+            let name = directive.split(|&b| b == b'=').next().unwrap_or_default();
+            name.trim_ascii().eq_ignore_ascii_case(b"no-store")
+        })
+    })
 }
 
 /// Whether the body can fit in `max_buffer` bytes, judged from `Content-Length` and the
@@ -140,6 +170,30 @@ mod tests {
         )));
         assert!(!p.should_hash(&resp(200, &[("content-type", "application/grpc+proto")])));
         assert!(!p.should_hash(&resp(200, &[("content-range", "bytes 0-1/2")])));
+        for stream in [
+            "application/x-ndjson",
+            "application/jsonl",
+            "multipart/x-mixed-replace; boundary=frame",
+        ] {
+            assert!(
+                !p.should_hash(&resp(200, &[("content-type", stream)])),
+                "{stream}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_store_is_a_directive_not_a_substring() {
+        let h = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.append(header::CACHE_CONTROL, v.parse().unwrap());
+            h
+        };
+        assert!(has_no_store(&h("no-store")));
+        assert!(has_no_store(&h("private, No-Store")));
+        assert!(!has_no_store(&h("no-cache")));
+        assert!(!has_no_store(&h("x-no-store-ish=1")));
+        assert!(!has_no_store(&HeaderMap::new()));
     }
 
     #[test]

@@ -295,10 +295,16 @@ pub(crate) fn into_not_modified(status: &mut StatusCode, headers: &mut HeaderMap
     }
 }
 
-/// A 304 built from a lookup's validators alone (the service was not called): its `ETag`,
-/// or without one its `Last-Modified` — never later than now (RFC 9110 §8.8.2.1).
+/// A 304 built from a lookup's validators alone (the service was not called): the fields the
+/// lookup supplied for it, its `ETag`, or without one its `Last-Modified` — never later than
+/// now (RFC 9110 §8.8.2.1).
 pub(crate) fn not_modified_from(current: &Validators) -> (StatusCode, HeaderMap) {
-    let mut headers = HeaderMap::new();
+    let mut headers = current.headers().clone();
+    for name in NOT_IN_304 {
+        headers.remove(name);
+    }
+    headers.remove(header::ETAG);
+    headers.remove(header::LAST_MODIFIED);
     if let Some(tag) = current.etag() {
         headers.insert(header::ETAG, tag.to_header_value());
     } else if let Some(time) = current.last_modified() {

@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::future::{Exchange, Mode, Pending, ResponseFuture, State};
 use crate::layer::ConditionalLayer;
 use crate::lookup::{Source, Unconfigured, VersionLookup};
+use crate::outcome::Outcome;
 use crate::precondition::{method_kind, Conditions, Expectation, MethodKind};
 use crate::predicate::{content_type_starts_with, DefaultPredicate, Predicate};
 use crate::response::{Rejection, RejectionKind};
@@ -151,6 +152,7 @@ impl<S, L, P> Conditional<S, L, P> {
             conditions,
             grpc: None,
             prechecked: false,
+            lookup_last_modified: None,
         }
     }
 
@@ -180,7 +182,7 @@ impl<S, L, P> Conditional<S, L, P> {
     {
         let rejection = Rejection::new(kind, exchange.grpc.clone());
         let response = self.config.render(&rejection).map(ConditionalBody::full);
-        ResponseFuture::new(State::answer(response), exchange)
+        ResponseFuture::new(State::answer(response, Outcome::Rejected(kind)), exchange)
     }
 
     /// The service readied for this request is released (whatever it reserved, a
@@ -225,7 +227,8 @@ impl<S, L, P> Conditional<S, L, P> {
             conditions.if_match.is_present() || conditions.if_unmodified_since.is_some();
         let mut exchange = self.exchange(method, Mode::Read { head, as_get }, conditions);
         let ask_lookup = self.lookup.is_lookup()
-            && ((self.config.lookup_reads && !exchange.conditions.is_empty())
+            && (self.config.last_modified_from_lookup
+                || (self.config.lookup_reads && !exchange.conditions.is_empty())
                 || (ranged && (validated || exchange.conditions.if_range.is_some())));
         if ask_lookup {
             if let Source::Lookup(fut) = self.lookup.source(&req) {
