@@ -257,6 +257,7 @@ pub enum HashAlgorithm {
     /// BLAKE3 (cargo feature `blake3`): several times faster on large bodies. Tags differ
     /// from SHA-256 tags, so switching invalidates what clients hold (once).
     #[cfg(feature = "blake3")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "blake3")))]
     Blake3,
 }
 

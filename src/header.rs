@@ -28,6 +28,7 @@ use crate::etag::{is_etagc, EntityTag};
 
 /// The value of an `If-Match` or `If-None-Match` field: `*` or a list of entity tags.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TagList {
     /// `*`: any current representation.
     Any,
@@ -339,6 +340,7 @@ pub fn to_http_seconds(time: SystemTime) -> SystemTime {
 
 /// The validator in an `If-Range` field (RFC 9110 §13.1.5).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IfRange {
     /// An entity tag; it matches only under strong comparison.
     Tag(EntityTag),

@@ -302,6 +302,13 @@ impl<L, P> ConditionalLayer<L, P> {
     }
 }
 
+impl Conditional<()> {
+    /// The default layer; the same as [`ConditionalLayer::new`].
+    pub fn layer() -> ConditionalLayer {
+        ConditionalLayer::new()
+    }
+}
+
 impl<S, L: Clone, P: Clone> Layer<S> for ConditionalLayer<L, P> {
     type Service = Conditional<S, L, P>;
 

@@ -1,4 +1,4 @@
-#![doc = include_str!("../README.md")]
+#![doc = include_str!("lib.md")]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(
@@ -48,3 +48,18 @@ pub use crate::service::Conditional;
 
 /// The boxed error type of response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[cfg(test)]
+mod tests {
+    /// README.md is the crate documentation (src/lib.md) followed by the sections for
+    /// people working on the crate: the two never drift apart.
+    #[test]
+    fn readme_begins_with_the_crate_docs() {
+        let readme = include_str!("../README.md");
+        let docs = include_str!("lib.md");
+        assert!(
+            readme.starts_with(docs),
+            "README.md must begin with src/lib.md, verbatim"
+        );
+    }
+}

@@ -126,6 +126,7 @@ impl Validators {
 
 /// A list field as received: absent, parsed, or malformed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum ListField {
     /// The field was not sent.
     #[default]
@@ -153,6 +154,7 @@ impl ListField {
 
 /// The conditional fields of one request, parsed once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Conditions {
     /// `If-Match`.
     pub if_match: ListField,
@@ -213,6 +215,7 @@ impl Conditions {
 
 /// Knobs of the evaluation that RFC 9110 leaves to the server, or that deployments need.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Options {
     /// Compare `If-Match` weakly. RFC 9110 requires strong comparison; SCIM (RFC 7644
     /// §3.14) clients send weak tags in `If-Match`, and a server that issues only weak tags
@@ -227,6 +230,7 @@ pub struct Options {
 
 /// Which condition failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Failed {
     /// `If-Match` was false (or malformed).
     IfMatch,
@@ -249,6 +253,7 @@ impl Failed {
 
 /// The outcome of evaluating a request's preconditions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Decision {
     /// Perform the method (with `Range`, if the request has one).
     Proceed,

@@ -12,14 +12,14 @@ use tower::Service;
 use crate::body::ConditionalBody;
 use crate::config::Config;
 use crate::future::{Exchange, Mode, Pending, ResponseFuture, State};
-use crate::layer::ConditionalLayer;
 use crate::lookup::{Source, Unconfigured, VersionLookup};
 use crate::outcome::Outcome;
 use crate::precondition::{method_kind, Conditions, Expectation, MethodKind};
 use crate::predicate::{content_type_starts_with, DefaultPredicate, Predicate};
 use crate::response::{Rejection, RejectionKind};
 
-/// Middleware that answers conditional requests; build it with [`ConditionalLayer`] (or
+/// Middleware that answers conditional requests; build it with
+/// [`ConditionalLayer`](crate::ConditionalLayer) (or
 /// [`Conditional::new`] for the defaults).
 ///
 /// GET/HEAD: eligible 200 responses get a strong `ETag` computed from their body, and a
@@ -70,11 +70,6 @@ impl<S> Conditional<S> {
             predicate: DefaultPredicate::new(),
             config: Arc::new(Config::default()),
         }
-    }
-
-    /// The default layer; the same as [`ConditionalLayer::new`].
-    pub fn layer() -> ConditionalLayer {
-        ConditionalLayer::new()
     }
 }
 

@@ -28,12 +28,19 @@ fuzz_target!(|data: &[u8]| {
             headers.append(NAMES[which as usize % NAMES.len()].clone(), value);
         }
     }
-    let current = (control & 8 != 0).then(|| Validators {
-        etag: headers.get(http::header::ETAG).and_then(|v| EntityTag::try_from(v).ok()),
-        last_modified: (control & 16 != 0).then(|| UNIX_EPOCH + Duration::from_secs(u64::from(control) * 10_000_000)),
+    let current = (control & 8 != 0).then(|| {
+        let mut v = Validators::new();
+        if let Some(tag) = headers.get(http::header::ETAG).and_then(|v| EntityTag::try_from(v).ok()) {
+            v = v.with_etag(tag);
+        }
+        if control & 16 != 0 {
+            v = v.with_last_modified(UNIX_EPOCH + Duration::from_secs(u64::from(control) * 10_000_000));
+        }
+        v
     });
     let conditions = Conditions::from_headers(&headers);
-    let options = Options { weak_if_match: control & 32 != 0, ..Options::default() };
+    let mut options = Options::default();
+    options.weak_if_match = control & 32 != 0;
     let decision = evaluate(&method, &conditions, current.as_ref(), options);
     let read = method == http::Method::GET || method == http::Method::HEAD;
     match decision {
