@@ -29,6 +29,9 @@ use tower_conditional::{
     lookup_fn, ConditionalLayer, EntityTag, Expectation, LookupRequest, Validators,
 };
 
+#[path = "support/args.rs"]
+mod args;
+
 type Notes = Arc<Mutex<HashMap<String, String>>>;
 
 async fn doc(Path(page): Path<String>) -> String {
@@ -181,14 +184,7 @@ fn app() -> Router {
 
 #[tokio::main]
 async fn main() {
-    let mut args = std::env::args().skip(1);
-    let mut addr = "127.0.0.1:3001".to_owned();
-    while let Some(arg) = args.next() {
-        if arg == "--addr" {
-            addr = args.next().expect("--addr needs a value");
-        }
-    }
-    let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
-    println!("listening on http://{}", listener.local_addr().unwrap());
+    let addr = args::addr_or_exit("axum_per_route", "127.0.0.1:3001");
+    let listener = args::bind_and_announce(&addr).await;
     axum::serve(listener, app()).await.unwrap();
 }

@@ -129,6 +129,9 @@ impl ServerStreamingService<WatchItem> for Watch {
 
 use futures_util::StreamExt as _;
 
+#[path = "support/args.rs"]
+mod args;
+
 /// The `items.Items` service: routes by path to the three methods.
 #[derive(Clone)]
 pub struct ItemsServer {
@@ -201,19 +204,12 @@ fn lookup(
 
 #[tokio::main]
 async fn main() {
-    let mut args = std::env::args().skip(1);
-    let mut addr = "127.0.0.1:50051".to_owned();
-    while let Some(arg) = args.next() {
-        if arg == "--addr" {
-            addr = args.next().expect("--addr needs a value");
-        }
-    }
+    let addr = args::addr_or_exit("grpc", "127.0.0.1:50051");
     let store: Store = Arc::new(Mutex::new(HashMap::from([(
         "42".to_owned(),
         "the answer".to_owned(),
     )])));
-    let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
-    println!("listening on http://{}", listener.local_addr().unwrap());
+    let listener = args::bind_and_announce(&addr).await;
     tonic::transport::Server::builder()
         .layer(
             ConditionalLayer::new()

@@ -22,6 +22,9 @@ use hyper_util::service::TowerToHyperService;
 use tower::{service_fn, ServiceBuilder};
 use tower_conditional::{lookup_fn, ConditionalLayer, EntityTag, LookupRequest, Validators};
 
+#[path = "support/args.rs"]
+mod args;
+
 type Counter = Arc<Mutex<String>>;
 
 async fn handle(
@@ -47,13 +50,7 @@ async fn handle(
 
 #[tokio::main]
 async fn main() {
-    let mut args = std::env::args().skip(1);
-    let mut addr = "127.0.0.1:3002".to_owned();
-    while let Some(arg) = args.next() {
-        if arg == "--addr" {
-            addr = args.next().expect("--addr needs a value");
-        }
-    }
+    let addr = args::addr_or_exit("hyper_service", "127.0.0.1:3002");
     let counter: Counter = Arc::new(Mutex::new("0".into()));
     let state = counter.clone();
     let lookup = lookup_fn(move |req: LookupRequest| {
@@ -70,8 +67,7 @@ async fn main() {
         )
         .service(service_fn(move |req| handle(counter.clone(), req)));
 
-    let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
-    println!("listening on http://{}", listener.local_addr().unwrap());
+    let listener = args::bind_and_announce(&addr).await;
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;

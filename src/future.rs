@@ -229,94 +229,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            let next = match this.state.as_mut().project() {
-                StateProj::Lookup { fut, .. } => {
-                    let found = ready!(fut.poll(cx));
-                    let StateOwned::Lookup { pending, .. } = this.state.as_mut().take() else {
-                        unreachable!("the state is Lookup")
-                    };
-                    let found = found.map_err(|e| e.to_string());
-                    this.exchange.decide(found, pending)
-                }
-                StateProj::GetHead { fut, .. } => {
-                    let response = ready!(fut.poll(cx));
-                    let StateOwned::GetHead { pending, .. } = this.state.as_mut().take() else {
-                        unreachable!("the state is GetHead")
-                    };
-                    this.exchange.on_get_head(response, pending)
-                }
-                StateProj::GetBody { body, buf, .. } => {
-                    let filled = ready!(buf.poll_fill(body, cx));
-                    let StateOwned::GetBody {
-                        buf,
-                        mut found,
-                        pending,
-                        ..
-                    } = this.state.as_mut().take()
-                    else {
-                        unreachable!("the state is GetBody")
-                    };
-                    let found = match filled {
-                        Filled::End => {
-                            found.set_etag(this.exchange.config.computed(buf.finish().0));
-                            Ok(Current::Exists(found))
-                        }
-                        // Too large to carry an ETag on reads: the same here.
-                        Filled::Overflow => Ok(Current::Exists(found)),
-                        Filled::Failed(_) => Err("the body of the internal GET failed".into()),
-                    };
-                    this.exchange.decide(found, pending)
-                }
-                StateProj::Locking { fut, .. } => {
-                    let guard = ready!(fut.poll(cx));
-                    let StateOwned::Locking { pending, .. } = this.state.as_mut().take() else {
-                        unreachable!("the state is Locking")
-                    };
-                    Next::Locked(guard, pending)
-                }
-                StateProj::Called { fut } => match ready!(fut.poll(cx)) {
-                    Ok(response) => this.exchange.on_response(response, None),
-                    Err(e) => Next::Done(Err(e)),
-                },
-                StateProj::Deferred { fut, after_write } => match ready!(fut.poll(cx)) {
-                    Ok(response) => this.exchange.on_response(response, after_write.take()),
-                    Err(e) => Next::Done(Err(e)),
-                },
-                StateProj::Buffering {
-                    body,
-                    buf,
-                    deadline,
-                    ..
-                } => {
-                    let filled = match buf.poll_fill(body.as_mut(), cx) {
-                        Poll::Ready(filled) => Some(filled),
-                        Poll::Pending if deadline.poll_expired(cx) => None,
-                        Poll::Pending => return Poll::Pending,
-                    };
-                    let StateOwned::Buffering {
-                        head, body, buf, ..
-                    } = this.state.as_mut().take()
-                    else {
-                        unreachable!("the state is Buffering")
-                    };
-                    this.exchange.on_buffered(head, body, buf, filled)
-                }
-                StateProj::AfterWrite { fut, .. } => {
-                    let found = ready!(fut.poll(cx));
-                    let StateOwned::AfterWrite { response, .. } = this.state.as_mut().take() else {
-                        unreachable!("the state is AfterWrite")
-                    };
-                    Next::Done(Ok((with_new_etag(response, found), Outcome::Passed)))
-                }
-                StateProj::Answer { .. } => {
-                    let StateOwned::Answer { response, outcome } = this.state.as_mut().take()
-                    else {
-                        unreachable!("the state is Answer")
-                    };
-                    Next::Done(Ok((response, outcome)))
-                }
-                StateProj::Done => panic!("ResponseFuture polled after completion"),
-            };
+            let next = ready!(this.state.as_mut().poll_step(this.exchange, cx));
             match next {
                 Next::State(state) => this.state.set(state),
                 Next::Locked(guard, mut pending) => {
@@ -328,19 +241,137 @@ where
                     // The write lock is held until the response head exists, no longer.
                     *this.lock = None;
                     this.state.set(State::Done);
-                    return Poll::Ready(output.map(|(mut response, outcome)| {
-                        tracing::debug!(
-                            ?outcome,
-                            method = %this.exchange.method,
-                            status = response.status().as_u16(),
-                            "conditional"
-                        );
-                        response.extensions_mut().insert(outcome);
-                        response
-                    }));
+                    let exchange = &*this.exchange;
+                    return Poll::Ready(output.map(|(r, outcome)| exchange.finished(r, outcome)));
                 }
             }
         }
+    }
+}
+
+impl<S, ReqBody, ResBody, L> State<S, ReqBody, ResBody, L>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    L: VersionLookup<ReqBody>,
+    ResBody: Body,
+{
+    /// Advances the current state until it is done with (or must wait).
+    fn poll_step<P: Predicate>(
+        self: Pin<&mut Self>,
+        exchange: &mut Exchange<P>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Next<S, ReqBody, ResBody, L>> {
+        let precheck = matches!(
+            &*self,
+            State::Lookup { .. }
+                | State::GetHead { .. }
+                | State::GetBody { .. }
+                | State::Locking { .. }
+        );
+        if precheck {
+            self.poll_precheck(exchange, cx)
+        } else {
+            self.poll_respond(exchange, cx)
+        }
+    }
+
+    /// The first stage: the target's validators, the lock.
+    fn poll_precheck<P: Predicate>(
+        mut self: Pin<&mut Self>,
+        exchange: &mut Exchange<P>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Next<S, ReqBody, ResBody, L>> {
+        let next = match self.as_mut().project() {
+            StateProj::Lookup { fut, .. } => {
+                let found = ready!(fut.poll(cx)).map_err(|e| e.to_string());
+                let StateOwned::Lookup { pending, .. } = self.take() else {
+                    unreachable!("the state is Lookup")
+                };
+                exchange.decide(found, pending)
+            }
+            StateProj::GetHead { fut, .. } => {
+                let response = ready!(fut.poll(cx));
+                let StateOwned::GetHead { pending, .. } = self.take() else {
+                    unreachable!("the state is GetHead")
+                };
+                exchange.on_get_head(response, pending)
+            }
+            StateProj::GetBody { body, buf, .. } => {
+                let filled = ready!(buf.poll_fill(body, cx));
+                let StateOwned::GetBody {
+                    buf,
+                    found,
+                    pending,
+                    ..
+                } = self.take()
+                else {
+                    unreachable!("the state is GetBody")
+                };
+                exchange.on_get_body(filled, buf, found, pending)
+            }
+            StateProj::Locking { fut, .. } => {
+                let guard = ready!(fut.poll(cx));
+                let StateOwned::Locking { pending, .. } = self.take() else {
+                    unreachable!("the state is Locking")
+                };
+                Next::Locked(guard, pending)
+            }
+            _ => unreachable!("poll_precheck is called in the first stage"),
+        };
+        Poll::Ready(next)
+    }
+
+    /// The second stage: the service's response, held and hashed, finished.
+    fn poll_respond<P: Predicate>(
+        mut self: Pin<&mut Self>,
+        exchange: &mut Exchange<P>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Next<S, ReqBody, ResBody, L>> {
+        let next = match self.as_mut().project() {
+            StateProj::Called { fut } => match ready!(fut.poll(cx)) {
+                Ok(response) => exchange.on_response(response, None),
+                Err(e) => Next::Done(Err(e)),
+            },
+            StateProj::Deferred { fut, after_write } => match ready!(fut.poll(cx)) {
+                Ok(response) => exchange.on_response(response, after_write.take()),
+                Err(e) => Next::Done(Err(e)),
+            },
+            StateProj::Buffering {
+                body,
+                buf,
+                deadline,
+                ..
+            } => {
+                let filled = match buf.poll_fill(body.as_mut(), cx) {
+                    Poll::Ready(filled) => Some(filled),
+                    Poll::Pending if deadline.poll_expired(cx) => None,
+                    Poll::Pending => return Poll::Pending,
+                };
+                let StateOwned::Buffering {
+                    head, body, buf, ..
+                } = self.take()
+                else {
+                    unreachable!("the state is Buffering")
+                };
+                exchange.on_buffered(head, body, buf, filled)
+            }
+            StateProj::AfterWrite { fut, .. } => {
+                let found = ready!(fut.poll(cx));
+                let StateOwned::AfterWrite { response, .. } = self.take() else {
+                    unreachable!("the state is AfterWrite")
+                };
+                Next::Done(Ok((with_new_etag(response, found), Outcome::Passed)))
+            }
+            StateProj::Answer { .. } => {
+                let StateOwned::Answer { response, outcome } = self.take() else {
+                    unreachable!("the state is Answer")
+                };
+                Next::Done(Ok((response, outcome)))
+            }
+            StateProj::Done => panic!("ResponseFuture polled after completion"),
+            _ => unreachable!("poll_respond is called in the second stage"),
+        };
+        Poll::Ready(next)
     }
 }
 
@@ -413,6 +444,18 @@ impl<P> Exchange<P> {
             self.mode,
             Mode::Read { head: false, .. } | Mode::Read { as_get: true, .. }
         )
+    }
+
+    /// The response leaves the layer: it carries its outcome, which is also logged.
+    fn finished<B>(&self, mut response: Response<B>, outcome: Outcome) -> Response<B> {
+        tracing::debug!(
+            ?outcome,
+            method = %self.method,
+            status = response.status().as_u16(),
+            "conditional"
+        );
+        response.extensions_mut().insert(outcome);
+        response
     }
 
     /// From here on, `Range` and `If-Range` are the service's.
@@ -515,6 +558,31 @@ impl<P: Predicate> Exchange<P> {
             });
         }
         self.decide(Ok(Current::Exists(found)), pending)
+    }
+
+    /// The internal GET's body ended, failed or outgrew the limit.
+    fn on_get_body<S, ReqBody, ResBody, L>(
+        &mut self,
+        filled: Filled<ResBody::Error>,
+        buf: HashBuffer,
+        mut found: Validators,
+        pending: Pending<S, ReqBody, L>,
+    ) -> Next<S, ReqBody, ResBody, L>
+    where
+        S: Service<Request<ReqBody>> + Clone,
+        L: VersionLookup<ReqBody>,
+        ResBody: Body,
+    {
+        let found = match filled {
+            Filled::End => {
+                found.set_etag(self.config.computed(buf.finish().0));
+                Ok(Current::Exists(found))
+            }
+            // Too large to carry an ETag on reads: the same here.
+            Filled::Overflow => Ok(Current::Exists(found)),
+            Filled::Failed(_) => Err("the body of the internal GET failed".into()),
+        };
+        self.decide(found, pending)
     }
 
     /// The target's validators are known (or could not be found): decide what happens.

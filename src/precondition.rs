@@ -309,91 +309,101 @@ pub fn evaluate(
     if kind == MethodKind::Exempt {
         return Decision::Proceed;
     }
-    let current_etag = current.and_then(|v| v.etag.as_ref());
-    let current_date = current.and_then(|v| v.last_modified).map(to_http_seconds);
+    let state = State {
+        exists: current.is_some(),
+        etag: current.and_then(|v| v.etag.as_ref()),
+        date: current.and_then(|v| v.last_modified).map(to_http_seconds),
+    };
+    if_match_step(conditions, &state, options)
+        .or_else(|| if_none_match_step(kind, conditions, &state))
+        .or_else(|| if_range_step(method, conditions, &state, options))
+        .unwrap_or(Decision::Proceed)
+}
 
-    // Step 1: If-Match. Step 2: If-Unmodified-Since, only without If-Match.
-    match &conditions.if_match {
-        ListField::List(list) => {
-            let matched = match (list, current) {
-                (_, None) => false,
-                (TagList::Any, Some(_)) => true,
-                (tags, Some(_)) => current_etag.is_some_and(|etag| {
-                    if options.weak_if_match {
-                        tags.matches_weak(etag)
-                    } else {
-                        tags.matches_strong(etag)
-                    }
-                }),
-            };
-            if !matched {
-                return Decision::PreconditionFailed(Failed::IfMatch);
+/// What the steps compare against: whether the target exists, its tag, its date (seconds).
+struct State<'a> {
+    exists: bool,
+    etag: Option<&'a EntityTag>,
+    date: Option<SystemTime>,
+}
+
+/// Step 1, If-Match; step 2, If-Unmodified-Since only without If-Match.
+fn if_match_step(conditions: &Conditions, state: &State<'_>, options: Options) -> Option<Decision> {
+    let failed = match &conditions.if_match {
+        ListField::List(_) if !state.exists => true,
+        ListField::List(TagList::Any) => false,
+        ListField::List(tags) => !state.etag.is_some_and(|etag| {
+            if options.weak_if_match {
+                tags.matches_weak(etag)
+            } else {
+                tags.matches_strong(etag)
             }
-        }
-        ListField::Malformed => return Decision::PreconditionFailed(Failed::IfMatch),
+        }),
+        ListField::Malformed => true,
         ListField::Absent => {
-            if let (Some(since), Some(modified)) = (conditions.if_unmodified_since, current_date) {
-                if modified > since {
-                    return Decision::PreconditionFailed(Failed::IfUnmodifiedSince);
+            return match (conditions.if_unmodified_since, state.date) {
+                (Some(since), Some(modified)) if modified > since => {
+                    Some(Decision::PreconditionFailed(Failed::IfUnmodifiedSince))
                 }
-            }
-        }
-    }
-
-    // Step 3: If-None-Match. Step 4: If-Modified-Since, GET/HEAD only, only without it.
-    let not_modified_or_failed = || {
-        if kind == MethodKind::Read {
-            Decision::NotModified
-        } else {
-            Decision::PreconditionFailed(Failed::IfNoneMatch)
+                _ => None,
+            };
         }
     };
-    match &conditions.if_none_match {
-        ListField::List(list) => {
-            let matched = match (list, current) {
-                (_, None) => false,
-                (TagList::Any, Some(_)) => true,
-                (tags, Some(_)) => current_etag.is_some_and(|etag| tags.matches_weak(etag)),
-            };
-            if matched {
-                return not_modified_or_failed();
-            }
-        }
+    failed.then_some(Decision::PreconditionFailed(Failed::IfMatch))
+}
+
+/// Step 3, If-None-Match; step 4, If-Modified-Since on GET/HEAD only without it.
+fn if_none_match_step(
+    kind: MethodKind,
+    conditions: &Conditions,
+    state: &State<'_>,
+) -> Option<Decision> {
+    let matched = match &conditions.if_none_match {
+        ListField::List(_) if !state.exists => false,
+        ListField::List(TagList::Any) => true,
+        ListField::List(tags) => state.etag.is_some_and(|etag| tags.matches_weak(etag)),
+        // Ignored on reads (a full response is always correct); false on writes.
         ListField::Malformed => {
-            if kind == MethodKind::Write {
-                return Decision::PreconditionFailed(Failed::IfNoneMatch);
-            }
+            return (kind == MethodKind::Write)
+                .then_some(Decision::PreconditionFailed(Failed::IfNoneMatch));
         }
         ListField::Absent => {
-            if let (MethodKind::Read, Some(since), Some(modified)) =
-                (kind, conditions.if_modified_since, current_date)
-            {
-                if modified <= since {
-                    return Decision::NotModified;
+            return match (kind, conditions.if_modified_since, state.date) {
+                (MethodKind::Read, Some(since), Some(modified)) if modified <= since => {
+                    Some(Decision::NotModified)
                 }
-            }
-        }
-    }
-
-    // Step 5: If-Range, GET with Range only.
-    if method == Method::GET && conditions.has_range {
-        if let Some(if_range) = &conditions.if_range {
-            let matched = match if_range {
-                IfRange::Tag(tag) => current_etag.is_some_and(|etag| tag.strong_eq(etag)),
-                IfRange::Date(date) => {
-                    current_date == Some(*date)
-                        && options
-                            .now
-                            .is_none_or(|now| *date + Duration::from_secs(1) <= now)
-                }
-                IfRange::Invalid => false,
+                _ => None,
             };
-            if !matched {
-                return Decision::IgnoreRange;
-            }
         }
+    };
+    match (matched, kind) {
+        (false, _) => None,
+        (true, MethodKind::Read) => Some(Decision::NotModified),
+        (true, _) => Some(Decision::PreconditionFailed(Failed::IfNoneMatch)),
     }
-    Decision::Proceed
+}
+
+/// Step 5, If-Range: GET with Range only.
+fn if_range_step(
+    method: &Method,
+    conditions: &Conditions,
+    state: &State<'_>,
+    options: Options,
+) -> Option<Decision> {
+    if method != Method::GET || !conditions.has_range {
+        return None;
+    }
+    let matched = match conditions.if_range.as_ref()? {
+        IfRange::Tag(tag) => state.etag.is_some_and(|etag| tag.strong_eq(etag)),
+        IfRange::Date(date) => {
+            state.date == Some(*date)
+                && options
+                    .now
+                    .is_none_or(|now| *date + Duration::from_secs(1) <= now)
+        }
+        IfRange::Invalid => false,
+    };
+    (!matched).then_some(Decision::IgnoreRange)
 }
 
 /// What a write that passed its preconditions was validated against, handed to the inner

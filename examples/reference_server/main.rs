@@ -18,56 +18,13 @@
 //!   (`max_buffer` 1 MiB). `/sse` — one event every 100 ms, forever.
 
 mod app;
-
-use std::io::Write as _;
-use std::net::SocketAddr;
-
-fn parse_addr() -> Result<SocketAddr, String> {
-    let mut args = std::env::args().skip(1);
-    let mut addr = "127.0.0.1:8080".to_owned();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--addr" => {
-                addr = args
-                    .next()
-                    .ok_or("--addr needs a value, e.g. 127.0.0.1:0")?
-            }
-            "-h" | "--help" => {
-                println!("usage: reference_server [--addr IP:PORT]");
-                std::process::exit(0);
-            }
-            other => {
-                return Err(format!(
-                    "unknown argument {other:?}; usage: reference_server [--addr IP:PORT]"
-                ))
-            }
-        }
-    }
-    addr.parse()
-        .map_err(|e| format!("bad --addr {addr:?}: {e}"))
-}
+#[path = "../support/args.rs"]
+mod args;
 
 #[tokio::main]
 async fn main() {
-    let addr = match parse_addr() {
-        Ok(addr) => addr,
-        Err(message) => {
-            eprintln!("{message}");
-            std::process::exit(2);
-        }
-    };
-    let listener = match tokio::net::TcpListener::bind(addr).await {
-        Ok(listener) => listener,
-        Err(e) => {
-            eprintln!("cannot bind {addr}: {e}");
-            std::process::exit(1);
-        }
-    };
-    let local = listener
-        .local_addr()
-        .expect("a bound listener has an address");
-    println!("listening on http://{local}");
-    let _ = std::io::stdout().flush();
+    let addr = args::addr_or_exit("reference_server", "127.0.0.1:8080");
+    let listener = args::bind_and_announce(&addr).await;
     let app = app::app(app::Store::default());
     axum::serve(listener, app)
         .with_graceful_shutdown(async {

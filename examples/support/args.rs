@@ -10,6 +10,10 @@ pub fn addr_or_exit(example: &str, default: &str) -> String {
     let mut addr = default.to_owned();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
+        if arg == "-h" || arg == "--help" {
+            println!("usage: {example} [--addr IP:PORT]");
+            std::process::exit(0);
+        }
         match (arg.as_str(), args.next()) {
             ("--addr", Some(value)) => addr = value,
             _ => {
