@@ -108,9 +108,13 @@ impl<L, P> ConditionalLayer<L, P> {
     ///
     /// **This runs your GET handler for every conditional write**, and is safe only where the
     /// wrapped service routes by method: a hyper service, a `ServiceBuilder` stack around one,
-    /// a whole axum `Router` wrapped from outside. Under axum's `Router::layer`, `route_layer`
-    /// or `MethodRouter::layer` the GET would reach the PUT or DELETE handler itself; with the
-    /// `axum` feature the layer detects that and answers 501 instead. The probe's 404 means
+    /// a whole axum `Router` wrapped from outside (served directly, or as an outer router's
+    /// `fallback_service` or `nest_service`). Under axum's `Router::layer`, `route_layer` or
+    /// `MethodRouter::layer` the GET would reach the PUT or DELETE handler itself; with the
+    /// `axum` feature the layer sees axum's `MatchedPath` there and answers 501 instead — but
+    /// a `MethodRouter` used as a router's `fallback` sets none and is **not** detected, and a
+    /// whole router mounted with `route_service` is refused (it looks the same). gRPC
+    /// requests are always refused (tonic routes by path: the GET would reach the call). The probe's 404 means
     /// "absent"; another 4xx (401, 403, …) is passed to the client as the write's answer;
     /// a 5xx or a failing body fails the write closed with 503.
     pub fn internal_get(self) -> ConditionalLayer<InternalGet, P> {

@@ -56,8 +56,9 @@
 //! wrapped from outside (`ConditionalLayer::new().internal_get().layer(router)`). axum's
 //! `Router::layer`, `route_layer` and `MethodRouter::layer` wrap each method's handler on
 //! its own: there the "GET" would run the PUT or DELETE handler. With the `axum` feature the
-//! layer detects that placement (the request already carries axum's `MatchedPath`) and
-//! answers 501 instead of probing. The internal GET carries an [`InternalGetRequest`]
+//! layer detects those placements (the request already carries axum's `MatchedPath`) and
+//! answers 501 instead of probing — except a `MethodRouter` used as a `fallback`, which sets
+//! no `MatchedPath`. gRPC requests never get an internal GET (tonic routes by path). The internal GET carries an [`InternalGetRequest`]
 //! extension. It needs a request body type that implements `Default` (to build the empty
 //! GET); hyper's `Incoming` does not.
 

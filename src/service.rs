@@ -276,6 +276,10 @@ impl<S, L, P> Conditional<S, L, P> {
                 let pending = self.pending(req, self.config.locks.is_none());
                 ResponseFuture::new(State::Lookup { fut, pending }, exchange)
             }
+            // gRPC routes by path, not by method: a GET would reach the call's own handler.
+            Source::InternalGet(_) if exchange.grpc.is_some() => {
+                self.unchecked(exchange, &req, RejectionKind::InternalGetMisplaced)
+            }
             Source::InternalGet(get) => {
                 let pending = self.pending(req, self.config.locks.is_none());
                 let fut = tower::util::Oneshot::new(pending.svc.clone(), get);
