@@ -226,15 +226,15 @@ fn strip_suffixes(headers: &mut HeaderMap, name: HeaderName) {
         // `*`, absent, a date in If-Range, or malformed: as sent.
         _ => return,
     };
-    if !tags.iter().any(|t| identity_tag(t).is_some()) {
+    if !tags.iter().any(|t| identity_tag(&t).is_some()) {
         return;
     }
     let mut value = Vec::new();
-    for tag in &tags {
+    for tag in tags.iter() {
         if !value.is_empty() {
             value.extend_from_slice(b", ");
         }
-        match identity_tag(tag) {
+        match identity_tag(&tag) {
             Some(identity) => value.extend_from_slice(identity.as_bytes()),
             None => value.extend_from_slice(tag.as_bytes()),
         }

@@ -33,7 +33,127 @@ pub enum TagList {
     /// `*`: any current representation.
     Any,
     /// The listed tags, in order, across all field lines. May be empty (`If-Match: ,`).
-    Tags(Vec<EntityTag>),
+    Tags(Tags),
+}
+
+/// The entity tags of a list field, kept compactly: matching a tag against them copies and
+/// allocates nothing, and a list of one or two tags needs no allocation at all.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Tags {
+    /// Each tag as: 1 byte weakness, 4 bytes length (little endian), the opaque bytes.
+    packed: Packed,
+    count: usize,
+}
+
+/// Bytes inline up to a small size, on the heap beyond.
+#[derive(Clone)]
+enum Packed {
+    Inline { bytes: [u8; INLINE], len: u8 },
+    Heap(Vec<u8>),
+}
+
+const INLINE: usize = 112;
+
+impl PartialEq for Packed {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Packed {}
+
+impl Default for Packed {
+    fn default() -> Self {
+        Packed::Inline {
+            bytes: [0; INLINE],
+            len: 0,
+        }
+    }
+}
+
+impl Packed {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Packed::Inline { bytes, len } => &bytes[..usize::from(*len)],
+            Packed::Heap(v) => v,
+        }
+    }
+
+    fn extend(&mut self, parts: &[&[u8]]) {
+        let add: usize = parts.iter().map(|p| p.len()).sum();
+        if let Packed::Inline { bytes, len } = self {
+            let at = usize::from(*len);
+            if at + add <= INLINE {
+                let mut i = at;
+                for part in parts {
+                    bytes[i..i + part.len()].copy_from_slice(part);
+                    i += part.len();
+                }
+                *len = i as u8;
+                return;
+            }
+            *self = Packed::Heap(bytes[..at].to_vec());
+        }
+        if let Packed::Heap(v) = self {
+            for part in parts {
+                v.extend_from_slice(part);
+            }
+        }
+    }
+}
+
+impl Tags {
+    fn push(&mut self, weak: bool, opaque: &[u8]) {
+        let len = (opaque.len() as u32).to_le_bytes();
+        self.packed.extend(&[&[u8::from(weak)], &len, opaque]);
+        self.count += 1;
+    }
+
+    /// (weak, opaque) for each tag, in order.
+    fn entries(&self) -> impl Iterator<Item = (bool, &[u8])> + '_ {
+        let mut rest = self.packed.as_slice();
+        std::iter::from_fn(move || {
+            let (&weak, after) = rest.split_first()?;
+            let (len, after) = after.split_at(4);
+            let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+            let (opaque, after) = after.split_at(len);
+            rest = after;
+            Some((weak == 1, opaque))
+        })
+    }
+
+    /// The tags, in order.
+    pub fn iter(&self) -> impl Iterator<Item = EntityTag> + '_ {
+        self.entries()
+            .filter_map(|(weak, opaque)| EntityTag::build(weak, opaque).ok())
+    }
+
+    /// How many tags the list has.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the list has no tags (`If-Match: ,`).
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// A list of these tags (for tests and for building conditions by hand).
+impl FromIterator<EntityTag> for Tags {
+    fn from_iter<I: IntoIterator<Item = EntityTag>>(iter: I) -> Self {
+        let mut tags = Tags::default();
+        for tag in iter {
+            tags.push(tag.is_weak(), tag.opaque());
+        }
+        tags
+    }
+}
+
+impl fmt::Debug for Tags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 /// The error for a field value that is neither `*` nor a list of entity tags.
@@ -66,7 +186,7 @@ impl TagList {
     pub fn parse(lines: GetAll<'_, HeaderValue>) -> Result<Option<TagList>, MalformedList> {
         let mut present = false;
         let mut any = false;
-        let mut tags = Vec::new();
+        let mut tags = Tags::default();
         for line in lines {
             present = true;
             parse_line(line.as_bytes(), &mut any, &mut tags)?;
@@ -87,7 +207,12 @@ impl TagList {
     pub fn matches_strong(&self, current: &EntityTag) -> bool {
         match self {
             TagList::Any => true,
-            TagList::Tags(tags) => tags.iter().any(|t| t.strong_eq(current)),
+            TagList::Tags(tags) => {
+                !current.is_weak()
+                    && tags
+                        .entries()
+                        .any(|(weak, opaque)| !weak && opaque == current.opaque())
+            }
         }
     }
 
@@ -95,12 +220,12 @@ impl TagList {
     pub fn matches_weak(&self, current: &EntityTag) -> bool {
         match self {
             TagList::Any => true,
-            TagList::Tags(tags) => tags.iter().any(|t| t.weak_eq(current)),
+            TagList::Tags(tags) => tags.entries().any(|(_, opaque)| opaque == current.opaque()),
         }
     }
 }
 
-fn parse_line(b: &[u8], any: &mut bool, tags: &mut Vec<EntityTag>) -> Result<(), MalformedList> {
+fn parse_line(b: &[u8], any: &mut bool, tags: &mut Tags) -> Result<(), MalformedList> {
     let mut i = 0;
     loop {
         // Empty list elements and the whitespace around them.
@@ -132,10 +257,9 @@ fn parse_line(b: &[u8], any: &mut bool, tags: &mut Vec<EntityTag>) -> Result<(),
             if b.get(i) != Some(&b'"') {
                 return Err(MALFORMED);
             }
-            // Scanned once here; build only copies the opaque part into the tag.
-            let tag = EntityTag::build(weak, &b[start..i]).map_err(|_| MALFORMED)?;
+            // Scanned once here; kept as bytes, a tag is built only when asked for.
+            tags.push(weak, &b[start..i]);
             i += 1;
-            tags.push(tag);
         }
         while i < b.len() && is_ows(b[i]) {
             i += 1;
@@ -474,8 +598,8 @@ mod tests {
             Ok(Some(tags(&["\"a\"", "W/\"b\"", "\"c\""])))
         );
         // §5.6.1: empty elements are accepted; a list of none matches nothing.
-        assert_eq!(list(&[b""]), Ok(Some(TagList::Tags(vec![]))));
-        assert_eq!(list(&[b" , , "]), Ok(Some(TagList::Tags(vec![]))));
+        assert_eq!(list(&[b""]), Ok(Some(TagList::Tags(Tags::default()))));
+        assert_eq!(list(&[b" , , "]), Ok(Some(TagList::Tags(Tags::default()))));
         // A comma inside quotes is part of the tag.
         assert_eq!(list(&[b"\"a,b\""]), Ok(Some(tags(&["\"a,b\""]))));
     }

@@ -23,7 +23,7 @@ use crate::etag::EntityTag;
 use crate::header::parse_date_value;
 #[doc(inline)]
 pub use crate::header::{
-    http_date, parse_http_date, to_http_seconds, IfRange, MalformedList, TagList,
+    http_date, parse_http_date, to_http_seconds, IfRange, MalformedList, TagList, Tags,
 };
 
 /// What is known about the current representation of the target resource.
