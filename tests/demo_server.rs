@@ -155,7 +155,7 @@ async fn postgres_two_processes_racing_writers_one_winner_per_round() {
     tokio::spawn(connection);
     client
         .execute(
-            "DELETE FROM resources WHERE kind = 'Item' AND id = 'race'",
+            "DELETE FROM documents WHERE kind = 'Item' AND id = 'race'",
             &[],
         )
         .await
@@ -164,7 +164,7 @@ async fn postgres_two_processes_racing_writers_one_winner_per_round() {
     // The version counts the writes: the create, then exactly one win per round.
     let row = client
         .query_one(
-            "SELECT version FROM resources WHERE kind = 'Item' AND id = 'race'",
+            "SELECT version FROM documents WHERE kind = 'Item' AND id = 'race'",
             &[],
         )
         .await

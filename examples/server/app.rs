@@ -15,7 +15,7 @@ use tower_conditional::{
     lookup_fn, ConditionalLayer, EntityTag, Expectation, LookupRequest, Validators,
 };
 
-use crate::db::{Db, Expect, Outcome, Row};
+use crate::db::{Db, Expect, NewDoc, Outcome, Row};
 
 const SCIM_JSON: &str = "application/scim+json";
 const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -126,6 +126,7 @@ fn answer(outcome: Result<Outcome, crate::db::Error>, location: &str) -> Respons
             json!({ "current_etag": current }),
         ),
         Ok(Outcome::NotFound) => problem(StatusCode::NOT_FOUND, "no such resource", json!({})),
+        Ok(Outcome::Conflict) => problem(StatusCode::CONFLICT, "the name is taken", json!({})),
         Err(e) => storage_error(e),
     }
 }
@@ -145,7 +146,7 @@ async fn write(
         None => expect,
     };
     answer(
-        db.conditional_update(kind, id, expect, doc, content_type)
+        db.conditional_update(kind, id, expect, NewDoc::strong(doc, content_type))
             .await,
         &location,
     )
@@ -265,7 +266,7 @@ async fn replace_user(
         (None, other) => other,
     };
     answer(
-        db.conditional_update("User", &id, expect, doc, SCIM_JSON)
+        db.conditional_update("User", &id, expect, NewDoc::strong(doc, SCIM_JSON))
             .await,
         &format!("/Users/{id}"),
     )
@@ -304,8 +305,13 @@ async fn patch_user(
     let (_, validated) = expect_of(e.as_deref());
     let tag = validated.unwrap_or(current.etag);
     answer(
-        db.conditional_update("User", &id, Expect::Tag(&tag), doc, SCIM_JSON)
-            .await,
+        db.conditional_update(
+            "User",
+            &id,
+            Expect::Tag(&tag),
+            NewDoc::strong(doc, SCIM_JSON),
+        )
+        .await,
         &format!("/Users/{id}"),
     )
 }

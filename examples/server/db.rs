@@ -3,7 +3,9 @@
 //!
 //! Every write is a compare-and-swap on the entity tag the conditional layer validated:
 //! `conditional_update` reports `Success`, `VersionMismatch { expected, current }` or
-//! `NotFound`, as in the seed design's SCIM concurrency chapter.
+//! `NotFound`, as in the seed design's SCIM concurrency chapter. Each row also carries an
+//! optional `unique_name` (a SCIM User's `userName`, lowercased) that the store keeps unique
+//! per kind, so that two processes cannot create the same user twice.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -44,6 +46,33 @@ pub enum Outcome {
     Exists {
         current: String,
     },
+    /// Another resource of the same kind already has this `unique_name`.
+    Conflict,
+}
+
+/// The new state a write stores: the exact bytes, their tag, and what must stay unique.
+#[derive(Debug, Clone)]
+pub struct NewDoc {
+    pub doc: Vec<u8>,
+    pub content_type: String,
+    pub etag: String,
+    pub unique_name: Option<String>,
+    /// Unix seconds.
+    pub last_modified: i64,
+}
+
+impl NewDoc {
+    /// Bytes stored as sent, tagged with the strong tag a GET of them would get from the
+    /// layer (`EntityTag::from_content`), so the layer keeps the tag instead of hashing again.
+    pub fn strong(doc: Vec<u8>, content_type: &str) -> NewDoc {
+        NewDoc {
+            etag: EntityTag::from_content(&doc).to_string(),
+            doc,
+            content_type: content_type.to_owned(),
+            unique_name: None,
+            last_modified: now(),
+        }
+    }
 }
 
 /// What a write expects to find.
@@ -67,25 +96,26 @@ pub enum Db {
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
-fn now() -> i64 {
+/// The current time in Unix seconds.
+pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-fn tag_of(doc: &[u8]) -> String {
-    EntityTag::from_content(doc).to_string()
-}
-
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS resources (
+/// The one table. `unique_name` is NULL for resources with nothing unique but their id
+/// (NULLs never collide in a UNIQUE constraint, in SQLite and PostgreSQL alike).
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS documents (
     kind TEXT NOT NULL,
     id TEXT NOT NULL,
+    unique_name TEXT,
     doc BYTEA NOT NULL,
     content_type TEXT NOT NULL,
     version BIGINT NOT NULL,
     etag TEXT NOT NULL,
     last_modified BIGINT NOT NULL,
-    PRIMARY KEY (kind, id)
+    PRIMARY KEY (kind, id),
+    UNIQUE (kind, unique_name)
 )";
 
 impl Db {
@@ -132,7 +162,7 @@ impl Db {
             Db::Postgres(client) => {
                 let row = client
                     .query_opt(
-                        "SELECT doc, content_type, version, etag, last_modified FROM resources WHERE kind = $1 AND id = $2",
+                        "SELECT doc, content_type, version, etag, last_modified FROM documents WHERE kind = $1 AND id = $2",
                         &[&kind, &id],
                     )
                     .await?;
@@ -147,7 +177,7 @@ impl Db {
             Db::Sqlite(conn) => {
                 Self::sqlite(conn, move |c| {
                     let mut stmt = c.prepare(
-                        "SELECT doc, content_type, version, etag, last_modified FROM resources WHERE kind = ?1 ORDER BY id",
+                        "SELECT doc, content_type, version, etag, last_modified FROM documents WHERE kind = ?1 ORDER BY id",
                     )?;
                     let rows = stmt.query_map([&kind], sqlite_row)?.collect::<Result<Vec<_>, _>>()?;
                     Ok(rows)
@@ -157,7 +187,7 @@ impl Db {
             Db::Postgres(client) => {
                 let rows = client
                     .query(
-                        "SELECT doc, content_type, version, etag, last_modified FROM resources WHERE kind = $1 ORDER BY id",
+                        "SELECT doc, content_type, version, etag, last_modified FROM documents WHERE kind = $1 ORDER BY id",
                         &[&kind],
                     )
                     .await?;
@@ -166,23 +196,27 @@ impl Db {
         }
     }
 
-    /// The write: store `doc` for (kind, id) if the stored state is what `expect` says, in
+    /// The write: store `new` for (kind, id) if the stored state is what `expect` says, in
     /// one transaction (SQLite) or one statement (PostgreSQL), so that of many writers
-    /// holding the same tag exactly one succeeds.
+    /// holding the same tag exactly one succeeds. A `unique_name` already used by another
+    /// resource of the kind is `Outcome::Conflict`, decided by the store's UNIQUE constraint.
     pub async fn conditional_update(
         &self,
         kind: &str,
         id: &str,
         expect: Expect<'_>,
-        doc: Vec<u8>,
-        content_type: &str,
+        new: NewDoc,
     ) -> Result<Outcome, Error> {
-        let etag = tag_of(&doc);
-        let stamp = now();
+        let NewDoc {
+            doc,
+            content_type,
+            etag,
+            unique_name,
+            last_modified: stamp,
+        } = new;
         match self {
             Db::Sqlite(conn) => {
-                let (kind, id, content_type) =
-                    (kind.to_owned(), id.to_owned(), content_type.to_owned());
+                let (kind, id) = (kind.to_owned(), id.to_owned());
                 let expect = OwnedExpect::from(expect);
                 Self::sqlite(conn, move |c| {
                     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -191,13 +225,21 @@ impl Db {
                         return Ok(outcome);
                     }
                     let version = current.as_ref().map_or(1, |r| r.version + 1);
-                    tx.execute(
-                        "INSERT INTO resources (kind, id, doc, content_type, version, etag, last_modified)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                         ON CONFLICT (kind, id) DO UPDATE SET doc = excluded.doc, content_type = excluded.content_type,
-                           version = excluded.version, etag = excluded.etag, last_modified = excluded.last_modified",
-                        rusqlite::params![kind, id, doc, content_type, version, etag, stamp],
-                    )?;
+                    let written = tx.execute(
+                        "INSERT INTO documents (kind, id, unique_name, doc, content_type, version, etag, last_modified)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                         ON CONFLICT (kind, id) DO UPDATE SET unique_name = excluded.unique_name, doc = excluded.doc,
+                           content_type = excluded.content_type, version = excluded.version, etag = excluded.etag,
+                           last_modified = excluded.last_modified",
+                        rusqlite::params![kind, id, unique_name, doc, content_type, version, etag, stamp],
+                    );
+                    match written {
+                        // The only constraint left to violate: (kind, unique_name).
+                        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                            return Ok(Outcome::Conflict)
+                        }
+                        other => other?,
+                    };
                     tx.commit()?;
                     let row = Row { doc, content_type, version, etag, last_modified: stamp };
                     Ok(Outcome::Success { row, created: current.is_none() })
@@ -211,49 +253,60 @@ impl Db {
                     Expect::Absent => {
                         client
                             .query_opt(
-                                "INSERT INTO resources (kind, id, doc, content_type, version, etag, last_modified)
-                                 VALUES ($1, $2, $3, $4, 1, $5, $6) ON CONFLICT (kind, id) DO NOTHING RETURNING version",
-                                &[&kind_s, &id_s, &doc, &content_type, &etag, &stamp],
+                                "INSERT INTO documents (kind, id, unique_name, doc, content_type, version, etag, last_modified)
+                                 VALUES ($1, $2, $3, $4, $5, 1, $6, $7) ON CONFLICT (kind, id) DO NOTHING RETURNING version",
+                                &[&kind_s, &id_s, &unique_name, &doc, &content_type, &etag, &stamp],
                             )
-                            .await?
+                            .await
                     }
                     Expect::Tag(expected) => {
                         client
                             .query_opt(
-                                "UPDATE resources SET doc = $3, content_type = $4, version = version + 1, etag = $5, last_modified = $6
-                                 WHERE kind = $1 AND id = $2 AND etag = $7 RETURNING version",
-                                &[&kind_s, &id_s, &doc, &content_type, &etag, &stamp, &expected],
+                                "UPDATE documents SET unique_name = $3, doc = $4, content_type = $5, version = version + 1,
+                                   etag = $6, last_modified = $7
+                                 WHERE kind = $1 AND id = $2 AND etag = $8 RETURNING version",
+                                &[&kind_s, &id_s, &unique_name, &doc, &content_type, &etag, &stamp, &expected],
                             )
-                            .await?
+                            .await
                     }
                     Expect::Exists => {
                         client
                             .query_opt(
-                                "UPDATE resources SET doc = $3, content_type = $4, version = version + 1, etag = $5, last_modified = $6
+                                "UPDATE documents SET unique_name = $3, doc = $4, content_type = $5, version = version + 1,
+                                   etag = $6, last_modified = $7
                                  WHERE kind = $1 AND id = $2 RETURNING version",
-                                &[&kind_s, &id_s, &doc, &content_type, &etag, &stamp],
+                                &[&kind_s, &id_s, &unique_name, &doc, &content_type, &etag, &stamp],
                             )
-                            .await?
+                            .await
                     }
                     Expect::Anything => {
                         client
                             .query_opt(
-                                "INSERT INTO resources (kind, id, doc, content_type, version, etag, last_modified)
-                                 VALUES ($1, $2, $3, $4, 1, $5, $6)
-                                 ON CONFLICT (kind, id) DO UPDATE SET doc = EXCLUDED.doc, content_type = EXCLUDED.content_type,
-                                   version = resources.version + 1, etag = EXCLUDED.etag, last_modified = EXCLUDED.last_modified
+                                "INSERT INTO documents (kind, id, unique_name, doc, content_type, version, etag, last_modified)
+                                 VALUES ($1, $2, $3, $4, $5, 1, $6, $7)
+                                 ON CONFLICT (kind, id) DO UPDATE SET unique_name = EXCLUDED.unique_name, doc = EXCLUDED.doc,
+                                   content_type = EXCLUDED.content_type, version = documents.version + 1,
+                                   etag = EXCLUDED.etag, last_modified = EXCLUDED.last_modified
                                  RETURNING version",
-                                &[&kind_s, &id_s, &doc, &content_type, &etag, &stamp],
+                                &[&kind_s, &id_s, &unique_name, &doc, &content_type, &etag, &stamp],
                             )
-                            .await?
+                            .await
                     }
+                };
+                let changed = match changed {
+                    Err(e)
+                        if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
+                    {
+                        return Ok(Outcome::Conflict)
+                    }
+                    other => other?,
                 };
                 match changed {
                     Some(r) => {
                         let version: i64 = r.get(0);
                         let row = Row {
                             doc,
-                            content_type: content_type.to_owned(),
+                            content_type,
                             version,
                             etag,
                             last_modified: stamp,
@@ -297,7 +350,7 @@ impl Db {
                         return Ok(Outcome::NotFound);
                     };
                     tx.execute(
-                        "DELETE FROM resources WHERE kind = ?1 AND id = ?2",
+                        "DELETE FROM documents WHERE kind = ?1 AND id = ?2",
                         [&kind_s, &id_s],
                     )?;
                     tx.commit()?;
@@ -313,7 +366,7 @@ impl Db {
                     match expect {
                         Expect::Tag(expected) => client
                             .query_opt(
-                                "DELETE FROM resources WHERE kind = $1 AND id = $2 AND etag = $3
+                                "DELETE FROM documents WHERE kind = $1 AND id = $2 AND etag = $3
                                  RETURNING doc, content_type, version, etag, last_modified",
                                 &[&kind_s, &id_s, &expected],
                             )
@@ -321,7 +374,7 @@ impl Db {
                         _ => {
                             client
                                 .query_opt(
-                                    "DELETE FROM resources WHERE kind = $1 AND id = $2
+                                    "DELETE FROM documents WHERE kind = $1 AND id = $2
                                  RETURNING doc, content_type, version, etag, last_modified",
                                     &[&kind_s, &id_s],
                                 )
@@ -395,7 +448,7 @@ fn sqlite_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
 fn sqlite_get(c: &rusqlite::Connection, kind: &str, id: &str) -> rusqlite::Result<Option<Row>> {
     use rusqlite::OptionalExtension;
     c.query_row(
-        "SELECT doc, content_type, version, etag, last_modified FROM resources WHERE kind = ?1 AND id = ?2",
+        "SELECT doc, content_type, version, etag, last_modified FROM documents WHERE kind = ?1 AND id = ?2",
         [kind, id],
         sqlite_row,
     )
