@@ -1,5 +1,6 @@
 //! A guided conversation with the demo server: starts it in-process on a temporary SQLite
-//! file, plays every kind of conditional request, prints each exchange, and exits.
+//! file, provisions a SCIM user and plays every kind of conditional request against it,
+//! prints each exchange, and exits.
 //!
 //! ```sh
 //! cargo run --example tour
@@ -9,6 +10,14 @@
 mod app;
 #[path = "server/db.rs"]
 mod db;
+#[path = "server/filter.rs"]
+mod filter;
+#[path = "server/patch.rs"]
+mod patch;
+#[path = "server/schema.rs"]
+mod schema;
+#[path = "server/scim.rs"]
+mod scim;
 
 use std::net::SocketAddr;
 
@@ -62,9 +71,9 @@ impl Client {
         println!("< {}", parts.status);
         for name in [
             header::ETAG,
-            header::CONTENT_LENGTH,
-            header::LAST_MODIFIED,
+            header::CONTENT_TYPE,
             header::LOCATION,
+            header::WWW_AUTHENTICATE,
         ] {
             if let Some(v) = parts.headers.get(&name) {
                 println!("< {name}: {}", v.to_str().unwrap_or("?"));
@@ -82,6 +91,28 @@ fn etag(r: &http::Response<Bytes>) -> String {
     r.headers()[header::ETAG].to_str().unwrap().to_owned()
 }
 
+const TOKEN: &str = "tour-token";
+const AUTH: (&str, &str) = ("authorization", "Bearer tour-token");
+const SCIM: (&str, &str) = ("content-type", "application/scim+json");
+
+fn patch_display_name(name: &str) -> String {
+    format!(
+        r#"{{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{{"op":"replace","path":"displayName","value":"{name}"}}]}}"#
+    )
+}
+
+/// Serves the demo on a fresh port; `strict` as with `--strict`.
+async fn serve(db: db::Db, strict: bool) -> SocketAddr {
+    let settings = app::Settings {
+        token: TOKEN.into(),
+        strict,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app::app(db, &settings)).await });
+    addr
+}
+
 #[tokio::main]
 async fn main() {
     let file = std::env::temp_dir().join(format!(
@@ -91,99 +122,123 @@ async fn main() {
     let db = db::Db::open(file.to_str().unwrap())
         .await
         .expect("open SQLite");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app::app(db)).await });
+    let addr = serve(db.clone(), false).await;
+    let strict = Client {
+        addr: serve(db, true).await,
+    };
     println!(
-        "The demo server runs on http://{addr} (SQLite at {}).",
-        file.display()
+        "The demo server runs on http://{addr} (SQLite at {}), SCIM at {} with the bearer token {TOKEN:?}.",
+        file.display(),
+        scim::BASE_PATH
     );
     let c = Client { addr };
     use StatusCode as S;
 
     let created = c
         .say(
-            "Create a user (SCIM POST)",
+            "Provision a user (SCIM POST): 201, its Location, and its version as ETag",
             "POST",
-            "/Users",
-            &[("content-type", "application/scim+json")],
-            r#"{"userName":"ada"}"#,
+            "/scim/v2/Users",
+            &[AUTH, SCIM],
+            r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ada"}"#,
             S::CREATED,
         )
         .await;
-    let path = created.headers()[header::LOCATION]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let location = created.headers()[header::LOCATION].to_str().unwrap();
+    let path = &location[location.find(scim::BASE_PATH).expect("a SCIM URL")..];
     let first = c
         .say(
-            "Read it: the layer's strong ETag comes with it",
+            "Read it: the ETag is meta.version, a weak tag the store computed when it wrote",
             "GET",
-            &path,
-            &[],
+            path,
+            &[AUTH],
             "",
             S::OK,
         )
         .await;
     let v1 = etag(&first);
+    let doc: serde_json::Value = serde_json::from_slice(first.body()).unwrap();
+    assert_eq!(doc["meta"]["version"], v1, "meta.version is the ETag");
     c.say(
         "Revalidate: nothing changed, so no body",
         "GET",
-        &path,
-        &[("if-none-match", &v1)],
+        path,
+        &[AUTH, ("if-none-match", &v1)],
         "",
         S::NOT_MODIFIED,
     )
     .await;
     c.say(
-        "HEAD: the same ETag and length as GET",
+        "HEAD: the same ETag as GET",
         "HEAD",
-        &path,
-        &[],
+        path,
+        &[AUTH],
         "",
         S::OK,
     )
     .await;
-    c.say(
-        "Write without a precondition: this route requires one",
-        "PUT",
-        &path,
-        &[],
-        r#"{"userName":"ada"}"#,
-        S::PRECONDITION_REQUIRED,
-    )
-    .await;
     let updated = c
         .say(
-            "Write with the current ETag: accepted, new ETag",
-            "PUT",
-            &path,
-            &[("if-match", &v1)],
-            r#"{"userName":"ada.lovelace"}"#,
+            "Modify it with the version just read (PATCH, If-Match): accepted, new ETag",
+            "PATCH",
+            path,
+            &[AUTH, SCIM, ("if-match", &v1)],
+            &patch_display_name("Ada Lovelace"),
             S::OK,
         )
         .await;
     let v2 = etag(&updated);
     c.say(
-        "Another client writes with the ETag it read earlier: a lost update, refused",
-        "PUT",
-        &path,
-        &[("if-match", &v1)],
-        r#"{"userName":"overwritten"}"#,
+        "Another client modifies it with the version it read earlier: a lost update, refused before any write",
+        "PATCH",
+        path,
+        &[AUTH, SCIM, ("if-match", &v1)],
+        &patch_display_name("overwritten"),
         S::PRECONDITION_FAILED,
     )
     .await;
     c.say(
         "Revalidate with the old ETag: the new representation comes back",
         "GET",
-        &path,
-        &[("if-none-match", &v1)],
+        path,
+        &[AUTH, ("if-none-match", &v1)],
         "",
         S::OK,
     )
     .await;
+    let unconditional = c
+        .say(
+            "In SCIM, If-Match is optional: a PATCH without it applies to the current version",
+            "PATCH",
+            path,
+            &[AUTH, SCIM],
+            &patch_display_name("Countess of Lovelace"),
+            S::OK,
+        )
+        .await;
+    let v3 = etag(&unconditional);
+    assert_ne!(v2, v3);
+    strict
+        .say(
+            "A server started with --strict requires it",
+            "PATCH",
+            path,
+            &[AUTH, SCIM],
+            &patch_display_name("unversioned"),
+            S::PRECONDITION_REQUIRED,
+        )
+        .await;
     c.say(
-        "Create-only PUT (If-None-Match: *)",
+        "Without the token: 401, and nothing about the resource (no ETag, no 304)",
+        "GET",
+        path,
+        &[("if-none-match", &v3)],
+        "",
+        S::UNAUTHORIZED,
+    )
+    .await;
+    c.say(
+        "Create-only PUT (If-None-Match: *) on the plain /Items API",
         "PUT",
         "/Items/motd",
         &[("if-none-match", "*"), ("content-type", "text/plain")],
@@ -201,10 +256,10 @@ async fn main() {
     )
     .await;
     c.say(
-        "Delete with the current ETag",
+        "Deprovision the user with its current version",
         "DELETE",
-        &path,
-        &[("if-match", &v2)],
+        path,
+        &[AUTH, ("if-match", &v3)],
         "",
         S::NO_CONTENT,
     )
@@ -212,8 +267,8 @@ async fn main() {
     c.say(
         "Delete it again: a 404 stays a 404",
         "DELETE",
-        &path,
-        &[("if-match", &v2)],
+        path,
+        &[AUTH, ("if-match", &v3)],
         "",
         S::NOT_FOUND,
     )
@@ -223,5 +278,5 @@ async fn main() {
     for suffix in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
     }
-    println!("\nThe tour is over: every answer was the one RFC 9110 asks for.");
+    println!("\nThe tour is over: every answer was the one RFC 9110 and RFC 7644 ask for.");
 }

@@ -62,10 +62,13 @@ fn the_tour_plays_every_exchange_and_exits_zero() {
         String::from_utf8_lossy(&out.stderr)
     );
     for line in [
+        "< 201 Created",
         "< 304 Not Modified",
         "< 412 Precondition Failed",
         "< 428 Precondition Required",
-        "< 201 Created",
+        "< 401 Unauthorized",
+        "< 204 No Content",
+        "urn:ietf:params:scim:api:messages:2.0:Error",
     ] {
         assert!(stdout.contains(line), "the tour shows {line}:\n{stdout}");
     }

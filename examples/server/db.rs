@@ -73,6 +73,27 @@ impl NewDoc {
             last_modified: now(),
         }
     }
+
+    /// A SCIM resource: a *weak* tag of the stored bytes. The representation sent is these
+    /// bytes plus `meta.location` and `meta.version`, and it may be trimmed by `attributes`:
+    /// many byte sequences, one version — which is what a weak validator stands for.
+    pub fn weak(
+        doc: Vec<u8>,
+        content_type: &str,
+        unique_name: Option<String>,
+        last_modified: i64,
+    ) -> NewDoc {
+        let hash = EntityTag::from_content(&doc);
+        let opaque = String::from_utf8_lossy(hash.opaque()).into_owned();
+        let etag = EntityTag::weak(&opaque).expect("base64url is a valid opaque tag");
+        NewDoc {
+            etag: etag.to_string(),
+            doc,
+            content_type: content_type.to_owned(),
+            unique_name,
+            last_modified,
+        }
+    }
 }
 
 /// What a write expects to find.
