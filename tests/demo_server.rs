@@ -1,5 +1,7 @@
 //! The `server` and `tour` examples, driven by real clients nobody here wrote: curl, nginx as
-//! a revalidating cache, headless Chromium, and PostgreSQL shared by two server processes.
+//! a revalidating cache, headless Chromium, and PostgreSQL shared by two server processes;
+//! and the SCIM 2.0 service provider (RFC 7643, RFC 7644) over real HTTP, on SQLite and on
+//! PostgreSQL.
 //!
 //! Tests that need a tool the machine lacks print why they skip; `.ci/run` installs them all.
 
@@ -465,4 +467,1081 @@ async fn chromium_revalidates_a_no_cache_resource_and_we_answer_304() {
     );
     let unique: HashSet<_> = all.iter().collect();
     println!("chromium saw: {unique:?}");
+}
+
+// ---- the SCIM 2.0 service provider ---------------------------------------------------------
+
+const TOKEN: &str = "test-token";
+const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+/// Starts the demo with the test token on `database` (a SQLite path or a PostgreSQL URL).
+fn start_scim(database: &str, extra: &[&str]) -> Running {
+    let mut args = vec![
+        "--addr",
+        "127.0.0.1:0",
+        "--token",
+        TOKEN,
+        "--database-url",
+        database,
+    ];
+    args.extend_from_slice(extra);
+    spawn_example("server", &args)
+}
+
+/// A suffix no earlier run used, for names in a shared (PostgreSQL) store.
+fn unique(label: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{label}-{}-{nanos}", std::process::id())
+}
+
+/// One SCIM answer.
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    json: serde_json::Value,
+}
+
+impl Reply {
+    fn etag(&self) -> String {
+        tag(&self.headers)
+    }
+
+    /// Asserts a SCIM error body (RFC 7644 §3.12) with this status and `scimType`.
+    fn assert_error(&self, status: StatusCode, scim_type: Option<&str>) {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(self.json["schemas"][0], ERROR_SCHEMA, "{self:?}");
+        assert_eq!(
+            self.json["status"],
+            status.as_str(),
+            "status is a string: {self:?}"
+        );
+        assert_eq!(
+            self.json.get("scimType").and_then(|t| t.as_str()),
+            scim_type,
+            "{self:?}"
+        );
+        assert!(self.json["detail"].is_string(), "{self:?}");
+        assert_eq!(
+            self.headers[header::CONTENT_TYPE],
+            "application/scim+json",
+            "{self:?}"
+        );
+        assert!(
+            status == StatusCode::NOT_MODIFIED || !self.headers.contains_key(header::ETAG),
+            "an error carries no ETag: {self:?}"
+        );
+    }
+
+    /// Asserts a resource response: `meta.version` is the `ETag`, `meta.location` the
+    /// `Location`, and the meta fields RFC 7643 §3.1 lists are there.
+    fn assert_resource(&self, status: StatusCode, resource_type: &str) -> String {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(self.headers[header::CONTENT_TYPE], "application/scim+json");
+        let meta = &self.json["meta"];
+        let etag = self.etag();
+        assert!(etag.starts_with("W/\""), "a weak version tag: {etag}");
+        assert_eq!(meta["version"], etag, "meta.version is the ETag: {self:?}");
+        assert_eq!(meta["resourceType"], resource_type);
+        let id = self.json["id"].as_str().expect("an id").to_owned();
+        let location = meta["location"].as_str().unwrap();
+        assert!(
+            location.ends_with(&format!("/scim/v2/{resource_type}s/{id}")),
+            "{location}"
+        );
+        assert_eq!(self.headers[header::LOCATION], location);
+        for field in ["created", "lastModified"] {
+            let t = meta[field].as_str().unwrap();
+            assert!(
+                t.len() == 20 && t.ends_with('Z') && &t[10..11] == "T",
+                "{field} is an xsd:dateTime: {t}"
+            );
+        }
+        id
+    }
+}
+
+/// A SCIM client: every request carries the bearer token (unless it sets `authorization`
+/// itself), JSON bodies are `application/scim+json`.
+struct Scim {
+    addr: SocketAddr,
+}
+
+impl Scim {
+    async fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        let auth = format!("Bearer {TOKEN}");
+        let mut all: Vec<(&str, &str)> = headers.to_vec();
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            all.push(("authorization", &auth));
+        }
+        all.retain(|(_, v)| !v.is_empty());
+        if !body.is_empty() {
+            all.push(("content-type", "application/scim+json"));
+        }
+        let path = format!("/scim/v2{path}");
+        let (status, headers, bytes) = send(self.addr, method, &path, &all, body).await;
+        let json = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!("{method} {path}: {status} with a body that is not JSON ({e}): {bytes:?}")
+            })
+        };
+        Reply {
+            status,
+            headers,
+            json,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.call("GET", path, &[], "").await
+    }
+
+    async fn post(&self, path: &str, body: serde_json::Value) -> Reply {
+        self.call("POST", path, &[], &body.to_string()).await
+    }
+
+    async fn patch(&self, path: &str, if_match: &str, ops: serde_json::Value) -> Reply {
+        let body = serde_json::json!({ "schemas": [PATCH_OP], "Operations": ops });
+        self.call("PATCH", path, &[("if-match", if_match)], &body.to_string())
+            .await
+    }
+}
+
+/// The resources of a ListResponse, checked for its shape.
+fn resources(reply: &Reply) -> Vec<serde_json::Value> {
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.json["schemas"][0], LIST_SCHEMA);
+    let list = reply.json["Resources"].as_array().unwrap().clone();
+    assert_eq!(reply.json["itemsPerPage"], list.len());
+    list
+}
+
+#[tokio::test]
+async fn scim_discovery_endpoints_advertise_etag_patch_and_filter() {
+    let server = start_scim(&temp_path("scim-discovery.sqlite"), &[]);
+    let scim = Scim { addr: server.addr };
+
+    let config = scim.get("/ServiceProviderConfig").await;
+    assert_eq!(config.status, StatusCode::OK);
+    assert_eq!(
+        config.headers[header::CONTENT_TYPE],
+        "application/scim+json"
+    );
+    let c = &config.json;
+    assert_eq!(
+        c["schemas"][0],
+        "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"
+    );
+    for (feature, supported) in [
+        ("etag", true),
+        ("patch", true),
+        ("filter", true),
+        ("bulk", false),
+        ("sort", false),
+        ("changePassword", false),
+    ] {
+        assert_eq!(c[feature]["supported"], supported, "{feature}");
+    }
+    assert!(c["filter"]["maxResults"].as_u64().unwrap() > 0);
+    assert_eq!(c["authenticationSchemes"][0]["type"], "oauthbearertoken");
+    // Discovery documents are hashed by the layer: a strong tag, and 304 on revalidation.
+    let strong = config.etag();
+    assert!(strong.starts_with('"'), "{strong}");
+    let again = scim
+        .call(
+            "GET",
+            "/ServiceProviderConfig",
+            &[("if-none-match", &strong)],
+            "",
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+
+    let schemas = resources(&scim.get("/Schemas").await);
+    let ids: Vec<&str> = schemas.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert!(
+        ids.contains(&USER_SCHEMA) && ids.contains(&GROUP_SCHEMA),
+        "{ids:?}"
+    );
+    let user = scim.get(&format!("/Schemas/{USER_SCHEMA}")).await;
+    assert_eq!(user.status, StatusCode::OK);
+    let user_name = user.json["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "userName")
+        .expect("userName is described")
+        .clone();
+    assert_eq!(user_name["required"], true);
+    assert_eq!(user_name["caseExact"], false);
+    assert_eq!(user_name["uniqueness"], "server");
+
+    let types = resources(&scim.get("/ResourceTypes").await);
+    let endpoints: Vec<&str> = types
+        .iter()
+        .map(|t| t["endpoint"].as_str().unwrap())
+        .collect();
+    assert_eq!(endpoints, ["/Users", "/Groups"]);
+    let group = scim.get("/ResourceTypes/Group").await;
+    assert_eq!(group.json["schema"], GROUP_SCHEMA);
+    assert_eq!(group.json["meta"]["resourceType"], "ResourceType");
+
+    scim.get("/Schemas/urn:nope")
+        .await
+        .assert_error(StatusCode::NOT_FOUND, None);
+    scim.get("/Bulk")
+        .await
+        .assert_error(StatusCode::NOT_IMPLEMENTED, None);
+    scim.get("/Nothing")
+        .await
+        .assert_error(StatusCode::NOT_FOUND, None);
+}
+
+/// Create, read, replace, modify (PatchOp with and without `path`), delete a User; the
+/// errors RFC 7644 §3.12 names along the way.
+async fn users_lifecycle(scim: &Scim) {
+    let name = unique("ada");
+    let created = scim
+        .post(
+            "/Users",
+            serde_json::json!({
+                "schemas": [USER_SCHEMA],
+                "userName": name,
+                "externalId": format!("ext-{name}"),
+                "name": { "givenName": "Ada", "familyName": "Lovelace" },
+                "emails": [{ "value": "ada@example.com", "type": "work", "primary": true }],
+                "password": "never stored",
+                "id": "chosen-by-the-client",
+            }),
+        )
+        .await;
+    let id = created.assert_resource(StatusCode::CREATED, "User");
+    assert_ne!(id, "chosen-by-the-client", "id is assigned by the server");
+    assert!(
+        created.json.get("password").is_none(),
+        "password is never returned"
+    );
+    let path = format!("/Users/{id}");
+
+    // Read: the same version, the same document.
+    let read = scim.get(&path).await;
+    read.assert_resource(StatusCode::OK, "User");
+    assert_eq!(read.etag(), created.etag());
+    assert_eq!(read.json["name"]["givenName"], "Ada");
+    // Last-Modified and meta.lastModified name the same second.
+    if let Ok(out) = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ", "-d"])
+        .arg(format!(
+            "@{}",
+            httpdate::parse_http_date(read.headers[header::LAST_MODIFIED].to_str().unwrap())
+                .unwrap()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        ))
+        .output()
+    {
+        let expected = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if out.status.success() {
+            assert_eq!(read.json["meta"]["lastModified"], expected);
+        }
+    }
+
+    // A duplicate userName, compared case-insensitively: 409 uniqueness.
+    scim.post(
+        "/Users",
+        serde_json::json!({ "userName": name.to_uppercase() }),
+    )
+    .await
+    .assert_error(StatusCode::CONFLICT, Some("uniqueness"));
+    // Bad requests.
+    scim.call("POST", "/Users", &[], "{not json")
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, Some("invalidSyntax"));
+    scim.post(
+        "/Users",
+        serde_json::json!({ "displayName": "no userName" }),
+    )
+    .await
+    .assert_error(StatusCode::BAD_REQUEST, Some("invalidValue"));
+    scim.get("/Users/no-such-user")
+        .await
+        .assert_error(StatusCode::NOT_FOUND, None);
+
+    // Replace (PUT): attributes not sent are gone; created stays, the version moves.
+    let replaced = scim
+        .call(
+            "PUT",
+            &path,
+            &[("if-match", &read.etag())],
+            &serde_json::json!({
+                "schemas": [USER_SCHEMA],
+                "userName": name,
+                "displayName": "Ada Lovelace",
+                "active": true,
+            })
+            .to_string(),
+        )
+        .await;
+    replaced.assert_resource(StatusCode::OK, "User");
+    assert_ne!(replaced.etag(), read.etag());
+    assert!(replaced.json.get("name").is_none() && replaced.json.get("emails").is_none());
+    assert_eq!(
+        replaced.json["meta"]["created"],
+        created.json["meta"]["created"]
+    );
+
+    // Modify (PATCH): add, replace, remove, with and without path, filters included.
+    let patched = scim
+        .patch(
+            &path,
+            &replaced.etag(),
+            serde_json::json!([
+                { "op": "add", "path": "emails", "value": [{ "value": "ada@work.example", "type": "work" }] },
+                { "op": "add", "path": "emails[type eq \"home\"].value", "value": "ada@home.example" },
+                { "op": "add", "value": { "nickName": "Ada", "name": { "givenName": "Augusta" } } },
+                { "op": "replace", "path": "name.familyName", "value": "King" },
+                { "op": "Replace", "value": { "displayName": "Augusta Ada King", "active": "False" } },
+                { "op": "remove", "path": "emails[type eq \"work\"]" },
+                { "op": "remove", "path": "nickName" },
+            ]),
+        )
+        .await;
+    patched.assert_resource(StatusCode::OK, "User");
+    let user = &patched.json;
+    assert_eq!(user["displayName"], "Augusta Ada King");
+    assert_eq!(user["active"], false);
+    assert_eq!(
+        user["name"],
+        serde_json::json!({ "givenName": "Augusta", "familyName": "King" })
+    );
+    assert_eq!(
+        user["emails"],
+        serde_json::json!([{ "type": "home", "value": "ada@home.example" }])
+    );
+    assert!(user.get("nickName").is_none());
+    assert_eq!(scim.get(&path).await.etag(), patched.etag());
+
+    // PATCH errors.
+    let v = patched.etag();
+    for (ops, scim_type) in [
+        (serde_json::json!([{ "op": "remove" }]), "noTarget"),
+        (
+            serde_json::json!([{ "op": "jump", "path": "x" }]),
+            "invalidSyntax",
+        ),
+        (
+            serde_json::json!([{ "op": "add", "path": "emails[type eq", "value": 1 }]),
+            "invalidPath",
+        ),
+        (
+            serde_json::json!([{ "op": "replace", "path": "id", "value": "x" }]),
+            "mutability",
+        ),
+        (
+            serde_json::json!([{ "op": "replace", "path": "emails[type eq \"fax\"].value", "value": "x" }]),
+            "noTarget",
+        ),
+        (
+            serde_json::json!([{ "op": "remove", "path": "userName" }]),
+            "invalidValue",
+        ),
+    ] {
+        scim.patch(&path, &v, ops.clone())
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, Some(scim_type));
+    }
+    let not_patch_op = scim
+        .call("PATCH", &path, &[], r#"{"displayName":"merge patch"}"#)
+        .await;
+    not_patch_op.assert_error(StatusCode::BAD_REQUEST, Some("invalidSyntax"));
+    assert_eq!(
+        scim.get(&path).await.etag(),
+        v,
+        "failed PATCHes wrote nothing"
+    );
+
+    // Renaming onto a taken userName: 409.
+    let other = unique("grace");
+    scim.post("/Users", serde_json::json!({ "userName": other }))
+        .await
+        .assert_resource(StatusCode::CREATED, "User");
+    scim.patch(
+        &path,
+        "",
+        serde_json::json!([{ "op": "replace", "path": "userName", "value": other }]),
+    )
+    .await
+    .assert_error(StatusCode::CONFLICT, Some("uniqueness"));
+
+    // Delete: 204, then 404 for every method.
+    let deleted = scim.call("DELETE", &path, &[("if-match", &v)], "").await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert!(deleted.json.is_null());
+    scim.get(&path)
+        .await
+        .assert_error(StatusCode::NOT_FOUND, None);
+    scim.call("DELETE", &path, &[], "")
+        .await
+        .assert_error(StatusCode::NOT_FOUND, None);
+    scim.patch(
+        &path,
+        &v,
+        serde_json::json!([{ "op": "add", "path": "title", "value": "x" }]),
+    )
+    .await
+    .assert_error(StatusCode::NOT_FOUND, None);
+}
+
+/// A Group: create with a member, add members, remove one by filter and one by value,
+/// rename, delete.
+async fn groups_lifecycle(scim: &Scim) {
+    let mut ids = Vec::new();
+    for label in ["m1", "m2", "m3"] {
+        let user = scim
+            .post("/Users", serde_json::json!({ "userName": unique(label) }))
+            .await;
+        ids.push(user.assert_resource(StatusCode::CREATED, "User"));
+    }
+    let name = unique("admins");
+    let created = scim
+        .post(
+            "/Groups",
+            serde_json::json!({
+                "schemas": [GROUP_SCHEMA],
+                "displayName": name,
+                "members": [{ "value": ids[0], "type": "User" }],
+            }),
+        )
+        .await;
+    let gid = created.assert_resource(StatusCode::CREATED, "Group");
+    let path = format!("/Groups/{gid}");
+    let members = |r: &Reply| -> Vec<String> {
+        r.json["members"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .map(|m| m["value"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(members(&created), [ids[0].clone()]);
+
+    let added = scim
+        .patch(
+            &path,
+            &created.etag(),
+            serde_json::json!([{ "op": "add", "path": "members", "value": [
+                { "value": ids[1] }, { "value": ids[2] }, { "value": ids[0] }
+            ] }]),
+        )
+        .await;
+    added.assert_resource(StatusCode::OK, "Group");
+    assert_eq!(members(&added), ids, "added once each, in order");
+
+    let removed = scim
+        .patch(
+            &path,
+            &added.etag(),
+            serde_json::json!([
+                { "op": "remove", "path": format!("members[value eq \"{}\"]", ids[0]) },
+                { "op": "remove", "path": "members", "value": [{ "value": ids[2] }] },
+                { "op": "replace", "path": "displayName", "value": format!("{name}-renamed") },
+            ]),
+        )
+        .await;
+    removed.assert_resource(StatusCode::OK, "Group");
+    assert_eq!(members(&removed), [ids[1].clone()]);
+    assert_eq!(removed.json["displayName"], format!("{name}-renamed"));
+
+    // excludedAttributes, as provisioning clients ask for groups.
+    let listed = scim
+        .get(&format!(
+            "/Groups?filter=displayName%20eq%20%22{}-RENAMED%22&excludedAttributes=members",
+            name.to_uppercase()
+        ))
+        .await;
+    let found = resources(&listed);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["id"], gid.as_str());
+    assert!(found[0].get("members").is_none());
+    assert_eq!(found[0]["meta"]["version"], removed.etag());
+
+    scim.post("/Groups", serde_json::json!({ "members": [] }))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, Some("invalidValue"));
+    let deleted = scim
+        .call("DELETE", &path, &[("if-match", &removed.etag())], "")
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    scim.get(&path)
+        .await
+        .assert_error(StatusCode::NOT_FOUND, None);
+}
+
+#[tokio::test]
+async fn scim_users_and_groups_create_get_replace_patch_delete_on_sqlite() {
+    let server = start_scim(&temp_path("scim-lifecycle.sqlite"), &[]);
+    let scim = Scim { addr: server.addr };
+    users_lifecycle(&scim).await;
+    groups_lifecycle(&scim).await;
+}
+
+#[tokio::test]
+async fn scim_users_and_groups_create_get_replace_patch_delete_on_postgres() {
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        skip(
+            "scim_users_and_groups_create_get_replace_patch_delete_on_postgres",
+            "DATABASE_URL is not set (.ci/run starts a PostgreSQL cluster and sets it)",
+        );
+        return;
+    };
+    let server = start_scim(&url, &[]);
+    let scim = Scim { addr: server.addr };
+    users_lifecycle(&scim).await;
+    groups_lifecycle(&scim).await;
+}
+
+#[tokio::test]
+async fn scim_filter_and_pagination() {
+    let server = start_scim(&temp_path("scim-filter.sqlite"), &[]);
+    let scim = Scim { addr: server.addr };
+    let team = unique("team");
+    for i in 1..=5 {
+        scim.post(
+            "/Users",
+            serde_json::json!({
+                "userName": format!("user{i}@{team}"),
+                "displayName": format!("User {i}"),
+                "externalId": format!("EXT-{i}"),
+                "title": team,
+                "active": i % 2 == 1,
+                "emails": [{ "value": format!("u{i}@example.com"), "type": if i == 1 { "home" } else { "work" } }],
+            }),
+        )
+        .await
+        .assert_resource(StatusCode::CREATED, "User");
+    }
+    let query = |filter: &str, rest: &str| {
+        let mut encoded = String::new();
+        for b in filter.bytes() {
+            if b.is_ascii_alphanumeric() || b"-_.~@".contains(&b) {
+                encoded.push(b as char);
+            } else {
+                encoded.push_str(&format!("%{b:02X}"));
+            }
+        }
+        format!("/Users?filter={encoded}{rest}")
+    };
+    let names = |reply: &Reply| -> Vec<String> {
+        resources(reply)
+            .iter()
+            .map(|r| r["userName"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let in_team = format!("title eq \"{team}\"");
+    for (filter, expected) in [
+        (
+            format!("userName eq \"USER3@{}\"", team.to_uppercase()),
+            vec![3],
+        ),
+        (format!("displayName eq \"user 2\" and {in_team}"), vec![2]),
+        (format!("externalId eq \"EXT-4\" and {in_team}"), vec![4]),
+        // externalId is caseExact (RFC 7643 §3.1).
+        (format!("externalId eq \"ext-4\" and {in_team}"), vec![]),
+        (format!("{in_team} and active eq true"), vec![1, 3, 5]),
+        (
+            format!("{in_team} and (displayName eq \"User 1\" or userName sw \"user5\")"),
+            vec![1, 5],
+        ),
+        (format!("{in_team} and not (active eq true)"), vec![2, 4]),
+        (
+            format!("{in_team} and emails[type eq \"home\" and value co \"u1@\"]"),
+            vec![1],
+        ),
+        (
+            format!("{in_team} and emails.value ew \"5@example.com\""),
+            vec![5],
+        ),
+        (format!("{in_team} and nickName pr"), vec![]),
+        (
+            format!("{in_team} and meta.resourceType eq \"User\" and externalId gt \"EXT-3\""),
+            vec![4, 5],
+        ),
+    ] {
+        let mut found = names(&scim.get(&query(&filter, "")).await);
+        found.sort();
+        let expected: Vec<String> = expected.iter().map(|i| format!("user{i}@{team}")).collect();
+        assert_eq!(found, expected, "{filter}");
+    }
+
+    // Pagination (RFC 7644 §3.4.2.4): 1-based, in a stable order (oldest first, then by
+    // id), count=0 counts without returning resources.
+    let all = names(&scim.get(&query(&in_team, "")).await);
+    assert_eq!(all.len(), 5);
+    let page =
+        |start: &str, count: &str| query(&in_team, &format!("&startIndex={start}&count={count}"));
+    let first = scim.get(&page("1", "2")).await;
+    assert_eq!(names(&first), all[..2]);
+    assert_eq!(first.json["totalResults"], 5);
+    assert_eq!(first.json["startIndex"], 1);
+    let second = scim.get(&page("3", "2")).await;
+    assert_eq!(names(&second), all[2..4]);
+    let last = scim.get(&page("5", "2")).await;
+    assert_eq!(names(&last), all[4..]);
+    assert_eq!(last.json["startIndex"], 5);
+    assert_eq!(last.json["totalResults"], 5);
+    let beyond = scim.get(&page("9", "2")).await;
+    assert_eq!(
+        (resources(&beyond).len(), &beyond.json["totalResults"]),
+        (0, &serde_json::json!(5))
+    );
+    let counted = scim.get(&page("1", "0")).await;
+    assert_eq!(counted.json["totalResults"], 5);
+    assert_eq!(resources(&counted), Vec::<serde_json::Value>::new());
+    let below_one = scim.get(&page("0", "1")).await;
+    assert_eq!(names(&below_one), all[..1]);
+    assert_eq!(resources(&scim.get(&page("1", "-3")).await).len(), 0);
+    scim.get(&page("x", "1"))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, Some("invalidValue"));
+    // attributes: id and schemas always, then what was asked for.
+    let projected = resources(
+        &scim
+            .get(&query(
+                &in_team,
+                "&count=1&attributes=userName,name.givenName",
+            ))
+            .await,
+    );
+    let keys: Vec<&String> = projected[0].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["id", "schemas", "userName"]);
+
+    for bad in [
+        "userName eq",
+        "userName zz \"x\"",
+        "(userName eq \"x\"",
+        "userName eq x",
+        "userName eq \"x\" and",
+        "emails[type eq \"work\"",
+        "active gt true",
+        "",
+    ] {
+        scim.get(&query(bad, ""))
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, Some("invalidFilter"));
+    }
+}
+
+#[tokio::test]
+async fn scim_versioning_304_stale_if_match_412_and_optional_if_match() {
+    let server = start_scim(&temp_path("scim-versioning.sqlite"), &[]);
+    let scim = Scim { addr: server.addr };
+    let created = scim
+        .post(
+            "/Users",
+            serde_json::json!({ "userName": "versioned", "title": "v1" }),
+        )
+        .await;
+    let id = created.assert_resource(StatusCode::CREATED, "User");
+    let path = format!("/Users/{id}");
+    let v1 = created.etag();
+
+    // If-None-Match on GET and HEAD: 304 with the version, no body.
+    let cached = scim.call("GET", &path, &[("if-none-match", &v1)], "").await;
+    assert_eq!(cached.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(cached.etag(), v1);
+    assert!(cached.json.is_null());
+    let head = scim.call("HEAD", &path, &[], "").await;
+    assert_eq!((head.status, head.etag()), (StatusCode::OK, v1.clone()));
+    // The same tag without W/ compares equal too (If-None-Match is weak).
+    let stripped = v1.trim_start_matches("W/");
+    let cached = scim
+        .call("GET", &path, &[("if-none-match", stripped)], "")
+        .await;
+    assert_eq!(cached.status, StatusCode::NOT_MODIFIED);
+
+    // A write with the current version: accepted, a new version.
+    let v2 = scim
+        .patch(
+            &path,
+            &v1,
+            serde_json::json!([{ "op": "replace", "path": "title", "value": "v2" }]),
+        )
+        .await;
+    v2.assert_resource(StatusCode::OK, "User");
+    let v2 = v2.etag();
+    assert_ne!(v1, v2);
+    let fresh = scim.call("GET", &path, &[("if-none-match", &v1)], "").await;
+    assert_eq!((fresh.status, fresh.etag()), (StatusCode::OK, v2.clone()));
+
+    // Stale If-Match on PUT, PATCH and DELETE: 412, a SCIM error, nothing written.
+    let put = serde_json::json!({ "userName": "versioned", "title": "lost" }).to_string();
+    let patch = serde_json::json!({ "schemas": [PATCH_OP], "Operations": [
+        { "op": "replace", "path": "title", "value": "lost" }
+    ] })
+    .to_string();
+    for (method, body) in [
+        ("PUT", put.as_str()),
+        ("PATCH", patch.as_str()),
+        ("DELETE", ""),
+    ] {
+        for stale in [v1.as_str(), "W/\"stale\"", "\"stale\""] {
+            scim.call(method, &path, &[("if-match", stale)], body)
+                .await
+                .assert_error(StatusCode::PRECONDITION_FAILED, None);
+        }
+    }
+    let after = scim.get(&path).await;
+    assert_eq!(after.etag(), v2, "nothing was written");
+    assert_eq!(after.json["title"], "v2");
+    // If-None-Match: * is create-only; the user exists.
+    scim.call("PUT", &path, &[("if-none-match", "*")], &put)
+        .await
+        .assert_error(StatusCode::PRECONDITION_FAILED, None);
+    // A weak or strong spelling of the current version both match (weak_if_match).
+    let strong_spelling = v2.trim_start_matches("W/").to_owned();
+    let v3 = scim
+        .call(
+            "PUT",
+            &path,
+            &[("if-match", &strong_spelling)],
+            &serde_json::json!({ "userName": "versioned", "title": "v3" }).to_string(),
+        )
+        .await;
+    v3.assert_resource(StatusCode::OK, "User");
+
+    // No If-Match: SCIM versioning is optional for the client (RFC 7644 §3.14).
+    let unconditional = scim.call("PUT", &path, &[], &put).await;
+    unconditional.assert_resource(StatusCode::OK, "User");
+    assert_eq!(unconditional.json["title"], "lost");
+    let patched = scim
+        .patch(
+            &path,
+            "",
+            serde_json::json!([{ "op": "replace", "path": "title", "value": "v5" }]),
+        )
+        .await;
+    patched.assert_resource(StatusCode::OK, "User");
+    let deleted = scim.call("DELETE", &path, &[], "").await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn scim_strict_requires_if_match_with_428() {
+    let server = start_scim(&temp_path("scim-strict.sqlite"), &["--strict"]);
+    let scim = Scim { addr: server.addr };
+    // Creating needs no precondition.
+    let created = scim
+        .post("/Users", serde_json::json!({ "userName": "strict" }))
+        .await;
+    let id = created.assert_resource(StatusCode::CREATED, "User");
+    let path = format!("/Users/{id}");
+    let body = serde_json::json!({ "userName": "strict", "title": "x" }).to_string();
+    let patch = serde_json::json!({ "schemas": [PATCH_OP], "Operations": [
+        { "op": "replace", "path": "title", "value": "y" }
+    ] })
+    .to_string();
+    for (method, body) in [
+        ("PUT", body.as_str()),
+        ("PATCH", patch.as_str()),
+        ("DELETE", ""),
+    ] {
+        scim.call(method, &path, &[], body)
+            .await
+            .assert_error(StatusCode::PRECONDITION_REQUIRED, None);
+    }
+    assert_eq!(
+        scim.get(&path).await.etag(),
+        created.etag(),
+        "nothing written"
+    );
+    let patched = scim
+        .call("PATCH", &path, &[("if-match", &created.etag())], &patch)
+        .await;
+    patched.assert_resource(StatusCode::OK, "User");
+    let deleted = scim
+        .call("DELETE", &path, &[("if-match", &patched.etag())], "")
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn scim_without_the_token_401_and_no_etag_304_or_412() {
+    let server = start_scim(&temp_path("scim-auth.sqlite"), &[]);
+    let scim = Scim { addr: server.addr };
+    let created = scim
+        .post("/Users", serde_json::json!({ "userName": "private" }))
+        .await;
+    let id = created.assert_resource(StatusCode::CREATED, "User");
+    let path = format!("/Users/{id}");
+    let v = created.etag();
+    let body = serde_json::json!({ "userName": "changed" }).to_string();
+    for auth in ["", "Bearer wrong-token", "Basic dGVzdDp0ZXN0", "Bearer"] {
+        for (method, path, headers, body) in [
+            (
+                "GET",
+                path.as_str(),
+                vec![("if-none-match", v.as_str())],
+                "",
+            ),
+            ("GET", path.as_str(), vec![], ""),
+            (
+                "PUT",
+                path.as_str(),
+                vec![("if-match", "W/\"stale\"")],
+                body.as_str(),
+            ),
+            ("DELETE", path.as_str(), vec![("if-match", v.as_str())], ""),
+            ("POST", "/Users", vec![], body.as_str()),
+            ("GET", "/ServiceProviderConfig", vec![], ""),
+            (
+                "GET",
+                "/Users?filter=userName%20eq%20%22private%22",
+                vec![],
+                "",
+            ),
+        ] {
+            let mut headers = headers;
+            headers.push(("authorization", auth));
+            let reply = scim.call(method, path, &headers, body).await;
+            reply.assert_error(StatusCode::UNAUTHORIZED, None);
+            let challenge = reply.headers[header::WWW_AUTHENTICATE].to_str().unwrap();
+            assert!(challenge.starts_with("Bearer"), "{challenge}");
+        }
+    }
+    assert_eq!(scim.get(&path).await.etag(), v, "nothing was written");
+    // /Items needs no token.
+    let (status, _, _) = send(server.addr, "PUT", "/Items/open", &[], "open").await;
+    assert_eq!(status, StatusCode::CREATED);
+}
+
+/// `writers` PATCHes per round, all with the same If-Match, spread over `servers`: exactly
+/// one wins per round, and what is stored is the winner's. Returns the user's id and
+/// final version.
+async fn scim_race(servers: &[SocketAddr], rounds: usize, writers: usize) -> (String, String) {
+    let first = Scim { addr: servers[0] };
+    let created = first
+        .post("/Users", serde_json::json!({ "userName": unique("racer") }))
+        .await;
+    let id = created.assert_resource(StatusCode::CREATED, "User");
+    let path = format!("/Users/{id}");
+    let mut current = created.etag();
+    // Who refused the losers: the layer (its lookup saw the new version) or the store's
+    // compare-and-swap (the winner committed between that lookup and the write).
+    let (mut by_layer, mut by_store) = (0, 0);
+    for round in 0..rounds {
+        let mut tasks = Vec::new();
+        for writer in 0..writers {
+            let scim = Scim {
+                addr: servers[writer % servers.len()],
+            };
+            let (path, if_match) = (path.clone(), current.clone());
+            tasks.push(tokio::spawn(async move {
+                let title = format!("round {round} writer {writer}");
+                let reply = scim
+                    .patch(
+                        &path,
+                        &if_match,
+                        serde_json::json!([{ "op": "replace", "path": "title", "value": title }]),
+                    )
+                    .await;
+                (reply, title)
+            }));
+        }
+        let mut winners = Vec::new();
+        for task in tasks {
+            let (reply, title) = task.await.unwrap();
+            match reply.status {
+                StatusCode::OK => {
+                    reply.assert_resource(StatusCode::OK, "User");
+                    winners.push((title, reply.etag()));
+                }
+                _ => {
+                    reply.assert_error(StatusCode::PRECONDITION_FAILED, None);
+                    if reply.json["detail"]
+                        .as_str()
+                        .unwrap()
+                        .contains("was modified since the version in If-Match")
+                    {
+                        by_store += 1;
+                    } else {
+                        by_layer += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: exactly one writer wins");
+        let (title, version) = winners.pop().unwrap();
+        for addr in servers {
+            let stored = Scim { addr: *addr }.get(&path).await;
+            assert_eq!(
+                stored.json["title"], title,
+                "round {round}: the winner's write, nothing lost"
+            );
+            assert_eq!(stored.etag(), version);
+            assert_eq!(stored.json["meta"]["version"], version);
+        }
+        current = version;
+    }
+    println!("412s from the layer: {by_layer}, from the store's compare-and-swap: {by_store}");
+    (id, current)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_two_processes_racing_patch_with_if_match_on_sqlite() {
+    let file = temp_path("scim-race.sqlite");
+    let a = start_scim(&file, &[]);
+    let b = start_scim(&file, &[]);
+    let rounds = 8;
+    let (id, version) = scim_race(&[a.addr, b.addr], rounds, 16).await;
+    let db = rusqlite::Connection::open(&file).unwrap();
+    let (stored_version, etag): (i64, String) = db
+        .query_row(
+            "SELECT version, etag FROM documents WHERE kind = 'User' AND id = ?1",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        stored_version,
+        1 + rounds as i64,
+        "the create, then one win per round"
+    );
+    assert_eq!(etag, version, "meta.version is the stored version's tag");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_two_processes_racing_patch_with_if_match_on_postgres() {
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        skip(
+            "scim_two_processes_racing_patch_with_if_match_on_postgres",
+            "DATABASE_URL is not set (.ci/run starts a PostgreSQL cluster and sets it)",
+        );
+        return;
+    };
+    let a = start_scim(&url, &[]);
+    let b = start_scim(&url, &[]);
+    let rounds = 8;
+    let (id, version) = scim_race(&[a.addr, b.addr], rounds, 16).await;
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT version, etag FROM documents WHERE kind = 'User' AND id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, i64>(0),
+        1 + rounds as i64,
+        "the create, then one win per round"
+    );
+    assert_eq!(
+        row.get::<_, String>(1),
+        version,
+        "meta.version is the stored version's tag"
+    );
+    // The uniqueness of userName holds across the processes too.
+    let name = unique("twice");
+    let first = Scim { addr: a.addr }
+        .post("/Users", serde_json::json!({ "userName": name }))
+        .await;
+    first.assert_resource(StatusCode::CREATED, "User");
+    Scim { addr: b.addr }
+        .post(
+            "/Users",
+            serde_json::json!({ "userName": name.to_uppercase() }),
+        )
+        .await
+        .assert_error(StatusCode::CONFLICT, Some("uniqueness"));
+}
+
+#[tokio::test]
+async fn scim_server_prints_its_address_first_then_curl_lines_that_work_as_printed() {
+    use std::io::BufRead;
+    if !have("curl", "--version") {
+        return skip(
+            "scim_server_prints_its_address_first_then_curl_lines_that_work_as_printed",
+            "curl is not installed",
+        );
+    }
+    let database = temp_path("scim-startup.sqlite");
+    let mut child = Command::new(common::example_binary("server"))
+        .args([
+            "--addr",
+            "127.0.0.1:0",
+            "--token",
+            "T",
+            "--database-url",
+            &database,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.starts_with("next:");
+        printed.push(line);
+        if done || printed.len() > 40 {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let addr: SocketAddr = printed[0]
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("the first line announces the address: {printed:?}"))
+        .parse()
+        .unwrap();
+    let _server = Running { child, addr };
+    let commands: Vec<&String> = printed
+        .iter()
+        .filter(|l| l.trim_start().starts_with("curl "))
+        .collect();
+    assert!(commands.len() >= 4, "{printed:?}");
+    assert!(
+        commands
+            .iter()
+            .any(|c| c.contains("/scim/v2/Users") && c.contains("Bearer T")),
+        "{printed:?}"
+    );
+    // Each line says what it answers after '#' (a status, or several when run again).
+    for round in 0..2 {
+        for command in &commands {
+            let (_, comment) = command.split_once('#').expect("a comment with the status");
+            let expected: Vec<&str> = comment
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|w| w.len() == 3)
+                .collect();
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(command.as_str())
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let status = stdout.split_whitespace().nth(1).unwrap_or_default();
+            assert!(
+                out.status.success() && expected.contains(&status),
+                "run {round} of {command}\nexpected one of {expected:?}, got:\n{stdout}"
+            );
+        }
+    }
 }
