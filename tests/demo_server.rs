@@ -1329,6 +1329,38 @@ async fn scim_without_the_token_401_and_no_etag_304_or_412() {
     assert_eq!(status, StatusCode::CREATED);
 }
 
+#[tokio::test]
+async fn scim_store_failure_is_503_with_a_scim_error_from_the_layer_and_the_handlers() {
+    let file = temp_path("scim-broken.sqlite");
+    let server = start_scim(&file, &[]);
+    let scim = Scim { addr: server.addr };
+    let created = scim
+        .post("/Users", serde_json::json!({ "userName": "doomed" }))
+        .await;
+    let id = created.assert_resource(StatusCode::CREATED, "User");
+    let path = format!("/Users/{id}");
+    // The store loses its table under the running server.
+    rusqlite::Connection::open(&file)
+        .unwrap()
+        .execute_batch("DROP TABLE documents")
+        .unwrap();
+    let ops = serde_json::json!([{ "op": "replace", "path": "title", "value": "x" }]);
+    // With If-Match, the layer's lookup fails: it answers 503 itself, through on_reject.
+    let from_layer = scim.patch(&path, &created.etag(), ops.clone()).await;
+    let detail = from_layer.json["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("current version could not be read"),
+        "{from_layer:?}"
+    );
+    // Without, the handler finds out.
+    let from_handler = scim.patch(&path, "", ops).await;
+    let read = scim.get(&path).await;
+    for reply in [from_layer, from_handler, read] {
+        reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, None);
+        assert!(reply.headers.contains_key(header::RETRY_AFTER), "{reply:?}");
+    }
+}
+
 /// `writers` PATCHes per round, all with the same If-Match, spread over `servers`: exactly
 /// one wins per round, and what is stored is the winner's. Returns the user's id and
 /// final version.
