@@ -11,11 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use serde_json::{json, Value};
-use tower_conditional::{
-    lookup_fn, ConditionalLayer, EntityTag, Expectation, LookupRequest, Validators,
-};
+use tower_conditional::{lookup_fn, ConditionalLayer, Expectation, LookupRequest, Validators};
 
-use crate::db::{Db, Expect, NewDoc, Outcome, Row};
+use crate::db::{entity_tag, header_form, Db, Expect, NewDoc, Outcome, Row};
 
 /// How the server runs: the SCIM bearer token, and whether SCIM writes must be conditional.
 #[derive(Debug, Clone)]
@@ -71,7 +69,7 @@ pub fn lookup(
         async move {
             let row = db.get(kind, &id).await?;
             Ok::<_, crate::db::Error>(row.map(|row| {
-                let tag: EntityTag = row.etag.parse().expect("stored tags are valid");
+                let tag = entity_tag(&row.etag).expect("stored tags are valid");
                 Validators::new()
                     .with_etag(tag)
                     .with_last_modified(row.last_modified())
@@ -90,14 +88,14 @@ pub fn expect_of(expectation: Option<&Expectation>) -> (Expect<'_>, Option<Strin
         return (Expect::Absent, None);
     }
     if let Some(tag) = e.etag() {
-        return (Expect::Anything, Some(tag.to_string()));
+        return (Expect::Anything, Some(header_form(tag)));
     }
     if e.must_exist() {
         return (Expect::Exists, None);
     }
     // If-Unmodified-Since or a non-matching If-None-Match: validated against this state.
     match e.current().and_then(|v| v.etag()) {
-        Some(tag) => (Expect::Anything, Some(tag.to_string())),
+        Some(tag) => (Expect::Anything, Some(header_form(tag))),
         None if e.current().is_none() => (Expect::Absent, None),
         None => (Expect::Exists, None),
     }

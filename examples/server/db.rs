@@ -66,7 +66,7 @@ impl NewDoc {
     /// layer (`EntityTag::from_content`), so the layer keeps the tag instead of hashing again.
     pub fn strong(doc: Vec<u8>, content_type: &str) -> NewDoc {
         NewDoc {
-            etag: EntityTag::from_content(&doc).to_string(),
+            etag: header_form(&EntityTag::from_content(&doc)),
             doc,
             content_type: content_type.to_owned(),
             unique_name: None,
@@ -83,16 +83,32 @@ impl NewDoc {
         unique_name: Option<String>,
         last_modified: i64,
     ) -> NewDoc {
-        let hash = EntityTag::from_content(&doc);
-        let opaque = String::from_utf8_lossy(hash.opaque()).into_owned();
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let opaque =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&doc));
         let etag = EntityTag::weak(&opaque).expect("base64url is a valid opaque tag");
         NewDoc {
-            etag: etag.to_string(),
+            etag: header_form(&etag),
             doc,
             content_type: content_type.to_owned(),
             unique_name,
             last_modified,
         }
+    }
+}
+
+/// A tag as stored and sent: `"…"` or `W/"…"`.
+pub fn header_form(tag: &EntityTag) -> String {
+    let value = tag.to_header_value();
+    value.to_str().expect("tags made here are ASCII").to_owned()
+}
+
+/// A stored tag as an `EntityTag` (`None` if it is not one).
+pub fn entity_tag(stored: &str) -> Option<EntityTag> {
+    match stored.strip_prefix("W/") {
+        Some(weak) => EntityTag::weak(weak.strip_prefix('"')?.strip_suffix('"')?).ok(),
+        None => EntityTag::strong(stored.strip_prefix('"')?.strip_suffix('"')?).ok(),
     }
 }
 
