@@ -414,6 +414,11 @@ fn if_range_step(
 /// compare-and-swap on this expectation (`UPDATE … WHERE etag = $1`, `INSERT … ON CONFLICT
 /// DO NOTHING`) and answer 412 when it fails: then no update is lost, even across processes.
 ///
+/// Under [`no_lookup`](crate::ConditionalLayer::no_lookup) nothing was checked: look at
+/// [`is_evaluated`](Self::is_evaluated) first. There `current()` is `None` and the flags are
+/// false because nothing was looked up — not because the target is absent — and the
+/// handler evaluates [`conditions`](Self::conditions) itself.
+///
 /// ```
 /// use tower_conditional::Expectation;
 ///
