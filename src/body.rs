@@ -92,6 +92,17 @@ impl<B: Body> ConditionalBody<B> {
         }
     }
 
+    /// The same body for a HEAD response: a body the layer made itself keeps only its length.
+    pub(crate) fn without_content(self) -> Self {
+        match self.kind {
+            Kind::Full { data } => {
+                let len = data.as_ref().map_or(0, |d| d.len() as u64);
+                ConditionalBody::empty(SizeHint::with_exact(len))
+            }
+            kind => ConditionalBody { kind },
+        }
+    }
+
     /// No data. `hint` is what the size hint reports: for a HEAD response, the size of the
     /// body a GET would have had (so nothing downstream writes `Content-Length: 0`); for a
     /// 304, unknown.

@@ -51,7 +51,10 @@ const CODINGS: [&str; 5] = ["gzip", "br", "deflate", "zstd", "compress"];
 /// Between the identity tag and the coding: a byte that base64url tags never contain.
 const SEPARATOR: u8 = b';';
 
-/// Applies [`CodingTags`]; see the [module docs](self).
+/// Applies [`CodingTags`]: one strong tag per content-coding, with lookups on identity bytes.
+///
+/// Place it outside the compression layer, with the [`ConditionalLayer`](crate::ConditionalLayer)
+/// inside; `examples/service_builder` is the recipe.
 #[derive(Debug, Clone, Copy, Default)]
 #[must_use]
 pub struct CodingTagsLayer {

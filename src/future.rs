@@ -446,8 +446,16 @@ impl<P> Exchange<P> {
         )
     }
 
-    /// The response leaves the layer: it carries its outcome, which is also logged.
-    fn finished<B>(&self, mut response: Response<B>, outcome: Outcome) -> Response<B> {
+    /// The response leaves the layer: it carries its outcome, which is also logged. An answer
+    /// the layer made itself to a HEAD has no content (RFC 9110 §9.3.2), only its length.
+    fn finished<B: Body>(
+        &self,
+        mut response: Response<ConditionalBody<B>>,
+        outcome: Outcome,
+    ) -> Response<ConditionalBody<B>> {
+        if self.method == Method::HEAD {
+            response = response.map(ConditionalBody::without_content);
+        }
         tracing::debug!(
             ?outcome,
             method = %self.method,

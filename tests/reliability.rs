@@ -1,0 +1,1707 @@
+//! Regression tests for the reliability review (issue 14), one per defect, written the way
+//! each was found: over a real hyper server (HTTP/1.1 and HTTP/2 where the wire matters),
+//! with handlers that count their calls. Time bounds here are liveness bounds, generous on
+//! purpose; nothing measures speed.
+
+mod common;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use bytes::Bytes;
+use common::{collect, full, independent_tag, serve, TestBody};
+use futures_util::StreamExt;
+use http::{header, HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower::buffer::BufferLayer;
+use tower::limit::{ConcurrencyLimitLayer, RateLimitLayer};
+use tower::util::BoxCloneService;
+use tower::{service_fn, Layer, Service, ServiceBuilder, ServiceExt};
+use tower_conditional::precondition::{http_date, parse_http_date};
+use tower_conditional::{
+    lookup_fn, BoxError, ConditionalLayer, EntityTag, Expectation, LookupRequest, Validators,
+};
+
+/// The liveness bound: long enough never to fire on a slow machine, short enough that a
+/// deadlock fails the test instead of hanging it.
+const LIVENESS: Duration = Duration::from_secs(10);
+
+async fn live<F: std::future::Future>(what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(LIVENESS, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {LIVENESS:?}"))
+}
+
+// ---------------------------------------------------------------------------------------
+// Clients
+// ---------------------------------------------------------------------------------------
+
+const H1: Version = Version::HTTP_11;
+const H2: Version = Version::HTTP_2;
+
+/// A request for `version`: HTTP/2 needs the scheme and authority in the URI.
+fn request(
+    version: Version,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Request<Full<Bytes>> {
+    let uri = if version == H2 {
+        format!("http://{addr}{path}")
+    } else {
+        path.to_owned()
+    };
+    let mut b = Request::builder().method(method).uri(uri);
+    if version != H2 {
+        b = b.header(header::HOST, "test");
+    }
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(Bytes::from(body.to_owned()))).unwrap()
+}
+
+/// One request on a fresh HTTP/1.1 connection, with any request body.
+async fn send_h1<B>(addr: SocketAddr, req: Request<B>) -> Response<Incoming>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender.send_request(req).await.unwrap()
+}
+
+/// An HTTP/2 connection; clone the sender to multiplex requests on it.
+async fn h2_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// One request over a fresh connection of `version`.
+async fn ask(
+    version: Version,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Response<Incoming> {
+    let req = request(version, addr, method, path, headers, body);
+    if version == H2 {
+        h2_client(addr).await.send_request(req).await.unwrap()
+    } else {
+        send_h1(addr, req).await
+    }
+}
+
+/// Sends `raw` on a fresh connection and returns the response head as sent, up to the
+/// blank line, with field names in lower case.
+async fn raw_head(addr: SocketAddr, raw: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(raw.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = live("raw response head", stream.read(&mut chunk))
+            .await
+            .unwrap();
+        assert!(n > 0, "the connection closed before a response head");
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    String::from_utf8(got[..end].to_vec())
+        .unwrap()
+        .lines()
+        .map(|line| match line.split_once(':') {
+            Some((name, value)) => format!("{}:{value}", name.to_ascii_lowercase()),
+            None => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn etag(resp: &Response<Incoming>) -> Option<String> {
+    resp.headers()
+        .get(header::ETAG)
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+async fn body_text(resp: Response<Incoming>) -> String {
+    String::from_utf8(collect(resp.into_body()).await.to_vec()).unwrap()
+}
+
+fn problem_status(body: &str) -> u64 {
+    let json: serde_json::Value = serde_json::from_str(body).expect("problem+json");
+    json["status"].as_u64().expect("a status member")
+}
+
+// ---------------------------------------------------------------------------------------
+// Servers
+// ---------------------------------------------------------------------------------------
+
+/// Serves a service over axum's `Body` — a request body type with `Default`, which the
+/// internal GET needs — on hyper (HTTP/1.1 and HTTP/2).
+async fn serve_body<S, B>(svc: S) -> SocketAddr
+where
+    S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let svc = ServiceBuilder::new()
+        .map_request(|req: Request<Incoming>| req.map(Body::new))
+        .service(svc);
+    serve(svc).await
+}
+
+/// How often each `METHOD path` reached a handler.
+#[derive(Clone, Default)]
+struct Calls(Arc<Mutex<HashMap<String, usize>>>);
+
+impl Calls {
+    fn hit<B>(&self, req: &Request<B>) {
+        let key = format!("{} {}", req.method(), req.uri().path());
+        *self.0.lock().unwrap().entry(key).or_default() += 1;
+    }
+
+    fn of(&self, key: &str) -> usize {
+        self.0.lock().unwrap().get(key).copied().unwrap_or(0)
+    }
+
+    fn total(&self) -> usize {
+        self.0.lock().unwrap().values().sum()
+    }
+}
+
+#[derive(Clone)]
+struct Item {
+    body: Bytes,
+    modified: Option<SystemTime>,
+}
+
+/// An in-memory store behind a plain handler: GET (honouring `Range`, and `If-Range`
+/// against the tag of what it serves), PUT/PATCH as read-check-write without a
+/// compare-and-swap, POST creating a member, DELETE. Every call is counted.
+#[derive(Clone)]
+struct Store {
+    items: Arc<Mutex<HashMap<String, Item>>>,
+    calls: Calls,
+    writes: Arc<AtomicUsize>,
+    /// Time a GET takes before it answers.
+    read_delay: Duration,
+    /// Time between the handler's check and its write.
+    write_delay: Duration,
+    honour_if_range: bool,
+    /// The store key of a request path.
+    resolve: fn(&str) -> String,
+}
+
+impl Store {
+    fn new(items: &[(&str, &str)]) -> Self {
+        let store = Store {
+            items: Arc::default(),
+            calls: Calls::default(),
+            writes: Arc::default(),
+            read_delay: Duration::ZERO,
+            write_delay: Duration::ZERO,
+            honour_if_range: true,
+            resolve: percent_decoded,
+        };
+        for (path, body) in items {
+            store.set(path, body);
+        }
+        store
+    }
+
+    fn set(&self, path: &str, body: &str) {
+        self.items.lock().unwrap().insert(
+            (self.resolve)(path),
+            Item {
+                body: Bytes::from(body.to_owned()),
+                modified: None,
+            },
+        );
+    }
+
+    fn modified(self, path: &str, time: SystemTime) -> Self {
+        let key = (self.resolve)(path);
+        self.items.lock().unwrap().get_mut(&key).unwrap().modified = Some(time);
+        self
+    }
+
+    fn body(&self, path: &str) -> Option<String> {
+        let items = self.items.lock().unwrap();
+        let item = items.get(&(self.resolve)(path))?;
+        Some(String::from_utf8(item.body.to_vec()).unwrap())
+    }
+
+    /// The strong tag of what GET serves now.
+    fn tag(&self, path: &str) -> String {
+        independent_tag(self.body(path).expect("stored").as_bytes())
+    }
+
+    fn writes(&self) -> usize {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    fn validators(&self, path: &str) -> Option<Validators> {
+        let items = self.items.lock().unwrap();
+        items.get(&(self.resolve)(path)).map(|item| {
+            let v = Validators::new().with_etag(EntityTag::from_content(&item.body));
+            match item.modified {
+                Some(time) => v.with_last_modified(time),
+                None => v,
+            }
+        })
+    }
+
+    /// A version lookup that agrees with what GET serves.
+    fn lookup(
+        &self,
+    ) -> impl Service<
+        LookupRequest,
+        Response = Option<Validators>,
+        Error = Infallible,
+        Future = impl Send + 'static,
+    > + Clone
+           + Send
+           + Sync
+           + 'static {
+        let store = self.clone();
+        lookup_fn(move |req: LookupRequest| {
+            let found = store.validators(req.uri().path());
+            async move { Ok::<_, Infallible>(found) }
+        })
+    }
+
+    fn handler(
+        &self,
+    ) -> impl Service<
+        Request<Body>,
+        Response = Response<TestBody>,
+        Error = Infallible,
+        Future = impl Send + 'static,
+    > + Clone
+           + Send
+           + Sync
+           + 'static {
+        let store = self.clone();
+        service_fn(move |req: Request<Body>| {
+            let store = store.clone();
+            async move { Ok::<_, Infallible>(store.handle(req).await) }
+        })
+    }
+
+    async fn handle(&self, req: Request<Body>) -> Response<TestBody> {
+        self.calls.hit(&req);
+        let path = req.uri().path().to_owned();
+        let key = (self.resolve)(&path);
+        let status = |s: StatusCode| {
+            Response::builder()
+                .status(s)
+                .body(full(Bytes::new()))
+                .unwrap()
+        };
+        match req.method().as_str() {
+            "GET" => {
+                if !self.read_delay.is_zero() {
+                    tokio::time::sleep(self.read_delay).await;
+                }
+                let item = self.items.lock().unwrap().get(&key).cloned();
+                match item {
+                    Some(item) => self.read(&item, req.headers()),
+                    None => status(StatusCode::NOT_FOUND),
+                }
+            }
+            "PUT" | "PATCH" => {
+                let respond = req.headers().get("x-respond").cloned();
+                let expected = req
+                    .extensions()
+                    .get::<Expectation>()
+                    .and_then(|e| e.etag().cloned());
+                let (_, body) = req.into_parts();
+                let Ok(body) = body.collect().await.map(|c| c.to_bytes()) else {
+                    return status(StatusCode::BAD_REQUEST);
+                };
+                // Read, check, then write: no compare-and-swap, so only the layer's lock
+                // keeps two writers apart.
+                let current = self
+                    .items
+                    .lock()
+                    .unwrap()
+                    .get(&key)
+                    .map(|i| EntityTag::from_content(&i.body));
+                if expected.is_some() && current != expected {
+                    return status(StatusCode::PRECONDITION_FAILED);
+                }
+                if !self.write_delay.is_zero() {
+                    tokio::time::sleep(self.write_delay).await;
+                }
+                let item = Item {
+                    body,
+                    modified: Some(SystemTime::now()),
+                };
+                let existed = self.items.lock().unwrap().insert(key, item).is_some();
+                self.writes.fetch_add(1, Ordering::SeqCst);
+                match respond.as_ref().map(|v| v.as_bytes()) {
+                    Some(b"204") => status(StatusCode::NO_CONTENT),
+                    Some(b"content-location") => Response::builder()
+                        .header(header::CONTENT_LOCATION, path)
+                        .body(full(Bytes::new()))
+                        .unwrap(),
+                    _ if existed => status(StatusCode::OK),
+                    _ => status(StatusCode::CREATED),
+                }
+            }
+            "POST" => {
+                let (_, body) = req.into_parts();
+                let body = body.collect().await.unwrap().to_bytes();
+                let mut items = self.items.lock().unwrap();
+                let n = items
+                    .keys()
+                    .filter(|k| k.starts_with(&format!("{key}/")))
+                    .count();
+                let member = format!("{key}/{n}");
+                items.insert(
+                    member.clone(),
+                    Item {
+                        body,
+                        modified: Some(SystemTime::now()),
+                    },
+                );
+                // The collection lists its members: it changes with every POST.
+                let listing = items.entry(key).or_insert(Item {
+                    body: Bytes::new(),
+                    modified: None,
+                });
+                listing.body = Bytes::from(format!(
+                    "{}{member}\n",
+                    String::from_utf8_lossy(&listing.body)
+                ));
+                self.writes.fetch_add(1, Ordering::SeqCst);
+                Response::builder()
+                    .status(StatusCode::CREATED)
+                    .header(header::LOCATION, member)
+                    .body(full(Bytes::new()))
+                    .unwrap()
+            }
+            "DELETE" => {
+                self.items.lock().unwrap().remove(&key);
+                self.writes.fetch_add(1, Ordering::SeqCst);
+                status(StatusCode::NO_CONTENT)
+            }
+            _ => Response::new(full("handled")),
+        }
+    }
+
+    fn read(&self, item: &Item, headers: &HeaderMap) -> Response<TestBody> {
+        let mut b = Response::builder().header(header::CONTENT_TYPE, "text/plain");
+        if let Some(date) = item.modified.and_then(http_date) {
+            b = b.header(header::LAST_MODIFIED, date);
+        }
+        let own_tag = independent_tag(&item.body);
+        let if_range_holds = !self.honour_if_range
+            || headers
+                .get(header::IF_RANGE)
+                .is_none_or(|v| v == own_tag.as_str());
+        let len = item.body.len();
+        match headers.get(header::RANGE).and_then(|v| byte_range(v, len)) {
+            Some((first, last)) if if_range_holds => b
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(header::CONTENT_RANGE, format!("bytes {first}-{last}/{len}"))
+                .body(full(item.body.slice(first..=last)))
+                .unwrap(),
+            _ => b.body(full(item.body.clone())).unwrap(),
+        }
+    }
+}
+
+/// `bytes=first-` or `bytes=first-last`, within a body of `len` bytes.
+fn byte_range(value: &http::HeaderValue, len: usize) -> Option<(usize, usize)> {
+    let spec = value.to_str().ok()?.strip_prefix("bytes=")?;
+    let (first, last) = spec.split_once('-')?;
+    let first: usize = first.parse().ok()?;
+    let last = match last {
+        "" => len.checked_sub(1)?,
+        last => last.parse::<usize>().ok()?.min(len.checked_sub(1)?),
+    };
+    (first <= last).then_some((first, last))
+}
+
+/// A path with its percent-encoding decoded, as axum's `Path` extractor sees it.
+fn percent_decoded(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&path[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Deadlock: serialize_writes with tower's own middleware inside and outside the layer
+// ---------------------------------------------------------------------------------------
+
+type AnyBody = UnsyncBoxBody<Bytes, BoxError>;
+type Boxed = BoxCloneService<Request<Body>, Response<AnyBody>, BoxError>;
+
+fn boxed<S, B>(svc: S) -> Boxed
+where
+    S: Service<Request<Body>, Response = Response<B>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    BoxCloneService::new(
+        svc.map_response(|r: Response<B>| r.map(|b| b.map_err(Into::into).boxed_unsync()))
+            .map_err(Into::into),
+    )
+}
+
+/// tower middleware that reserves capacity when it is ready.
+#[derive(Debug, Clone, Copy)]
+enum Reserving {
+    ConcurrencyLimit,
+    Buffer,
+    RateLimit,
+}
+
+fn reserving(mw: Reserving, svc: Boxed) -> Boxed {
+    match mw {
+        Reserving::ConcurrencyLimit => boxed(ConcurrencyLimitLayer::new(1).layer(svc)),
+        Reserving::Buffer => boxed(BufferLayer::new(2).layer(svc)),
+        Reserving::RateLimit => {
+            let limited = RateLimitLayer::new(4, Duration::from_millis(10)).layer(svc);
+            boxed(BufferLayer::new(2).layer(limited))
+        }
+    }
+}
+
+/// The layer with `mw` inside it (between the layer and the handler) or outside it.
+fn stack<L, B>(layer: &L, mw: Reserving, inside: bool, handler: Boxed) -> Boxed
+where
+    L: Layer<Boxed>,
+    L::Service:
+        Service<Request<Body>, Response = Response<B>, Error = BoxError> + Clone + Send + 'static,
+    <L::Service as Service<Request<Body>>>::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    if inside {
+        boxed(layer.layer(reserving(mw, handler)))
+    } else {
+        reserving(mw, boxed(layer.layer(handler)))
+    }
+}
+
+/// Eight PUTs holding the same (current) If-Match race, with an unrelated GET among them:
+/// all are answered, exactly one writes, the others get 412.
+async fn race(svc: Boxed, store: &Store, what: &str) {
+    store.set("/items/1", "v0");
+    let writes_before = store.writes();
+    let tag = store.tag("/items/1");
+    let mut puts = Vec::new();
+    for i in 0..8 {
+        let req = Request::put("/items/1")
+            .header(header::IF_MATCH, &tag)
+            .body(Body::from(format!("writer {i}")))
+            .unwrap();
+        puts.push(tokio::spawn(svc.clone().oneshot(req)));
+    }
+    let get = Request::get("/other").body(Body::empty()).unwrap();
+    let get = tokio::spawn(svc.clone().oneshot(get));
+    let (statuses, get) = live(what, async {
+        let mut statuses = Vec::new();
+        for put in puts {
+            statuses.push(put.await.unwrap().unwrap().status());
+        }
+        (statuses, get.await.unwrap().unwrap())
+    })
+    .await;
+    assert_eq!(get.status(), StatusCode::OK, "{what}: the unrelated GET");
+    let won = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::PRECONDITION_FAILED)
+        .count();
+    assert_eq!((won, refused), (1, 7), "{what}: {statuses:?}");
+    assert_eq!(store.writes() - writes_before, 1, "{what}: one write");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serialized_writes_never_deadlock_with_tower_middleware_inside_or_outside() {
+    let mut store = Store::new(&[("/other", "unrelated")]);
+    // Probes and writes that take a moment, so that requests queue for readiness.
+    store.read_delay = Duration::from_millis(2);
+    store.write_delay = Duration::from_millis(5);
+    let handler = boxed(store.handler());
+    for mw in [
+        Reserving::ConcurrencyLimit,
+        Reserving::Buffer,
+        Reserving::RateLimit,
+    ] {
+        for inside in [true, false] {
+            let place = if inside { "inside" } else { "outside" };
+            // A fresh layer (and lock table) for each stack: one failure does not leak into
+            // the next.
+            let probe = ConditionalLayer::new()
+                .internal_get()
+                .serialize_writes(true);
+            let svc = stack(&probe, mw, inside, handler.clone());
+            race(svc, &store, &format!("internal GET, {mw:?} {place}")).await;
+            let lookup = ConditionalLayer::new()
+                .lookup(store.lookup())
+                .serialize_writes(true);
+            let svc = stack(&lookup, mw, inside, handler.clone());
+            race(svc, &store, &format!("lookup, {mw:?} {place}")).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serialized_writes_over_hyper_and_axum_behind_a_concurrency_limit_all_finish() {
+    let mut store = Store::new(&[("/items/1", "v0")]);
+    store.read_delay = Duration::from_millis(2);
+    store.write_delay = Duration::from_millis(20);
+    let router = axum::Router::new()
+        .route("/other", axum::routing::get(|| async { "unrelated" }))
+        .fallback_service(store.handler());
+    let layer = || {
+        ConditionalLayer::new()
+            .internal_get()
+            .serialize_writes(true)
+    };
+    let limit = ConcurrencyLimitLayer::new(2);
+    let inside = serve_body(layer().layer(limit.layer(router.clone()))).await;
+    let outside = serve_body(limit.layer(layer().layer(router))).await;
+
+    for (addr, version, place) in [
+        (inside, H1, "inside"),
+        (inside, H2, "inside"),
+        (outside, H1, "outside"),
+    ] {
+        let what = format!("{version:?}, concurrency_limit(2) {place} the layer");
+        store.set("/items/1", "v0");
+        let writes_before = store.writes();
+        let tag = store.tag("/items/1");
+        let h2 = h2_client(addr).await;
+        let send = |method: &str, path: &str, headers: &[(&str, &str)], body: String| {
+            let req = request(version, addr, method, path, headers, &body);
+            let mut h2 = h2.clone();
+            async move {
+                if version == H2 {
+                    h2.send_request(req).await.unwrap()
+                } else {
+                    send_h1(addr, req).await
+                }
+            }
+        };
+        let puts: Vec<_> = (0..6)
+            .map(|i| {
+                tokio::spawn(send(
+                    "PUT",
+                    "/items/1",
+                    &[("if-match", &tag)],
+                    format!("writer {i}"),
+                ))
+            })
+            .collect();
+        let get = tokio::spawn(send("GET", "/other", &[], String::new()));
+        let (statuses, get) = live(&what, async {
+            let mut statuses = Vec::new();
+            for put in puts {
+                statuses.push(put.await.unwrap().status());
+            }
+            (statuses, get.await.unwrap())
+        })
+        .await;
+        assert_eq!(get.status(), StatusCode::OK, "{what}: the unrelated GET");
+        assert_eq!(body_text(get).await, "unrelated");
+        let won = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+        assert_eq!(won, 1, "{what}: {statuses:?}");
+        assert!(
+            statuses
+                .iter()
+                .all(|s| *s == StatusCode::OK || *s == StatusCode::PRECONDITION_FAILED),
+            "{what}: {statuses:?}"
+        );
+        assert_eq!(store.writes() - writes_before, 1, "{what}: one write");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. A body that fails before max_buffer is never framed as a complete message
+// ---------------------------------------------------------------------------------------
+
+/// 4 KiB in four chunks (the third after a short pause), then an error.
+fn body_failing_after_4_kib() -> TestBody {
+    let chunks = futures_util::stream::iter(0..4).then(|i| async move {
+        if i == 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok::<_, BoxError>(Frame::data(Bytes::from(vec![b'x'; 1024])))
+    });
+    let failure = futures_util::stream::once(async {
+        Err::<Frame<Bytes>, BoxError>("the database connection dropped".into())
+    });
+    BodyExt::boxed(StreamBody::new(chunks.chain(failure)))
+}
+
+#[tokio::test]
+async fn a_body_failing_while_held_is_a_500_never_a_complete_200_over_h1_and_h2() {
+    let calls = Calls::default();
+    let seen = calls.clone();
+    let handler = service_fn(move |req: Request<Body>| {
+        seen.hit(&req);
+        async {
+            let resp = Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body_failing_after_4_kib())
+                .unwrap();
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let addr = serve_body(ConditionalLayer::new().layer(handler)).await;
+    for version in [H1, H2] {
+        for method in ["GET", "HEAD"] {
+            let what = format!("{method} over {version:?}");
+            let resp = live(&what, ask(version, addr, method, "/report", &[], "")).await;
+            assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR, "{what}");
+            assert_eq!(
+                resp.headers()[header::CONTENT_TYPE],
+                "application/problem+json",
+                "{what}"
+            );
+            assert_eq!(etag(&resp), None, "{what}");
+            if method == "GET" {
+                // The 500 itself is a complete message, with none of the held 4 KiB in it.
+                let body = live(&what, resp.into_body().collect())
+                    .await
+                    .unwrap_or_else(|e| panic!("{what}: the 500 arrives whole: {e}"))
+                    .to_bytes();
+                let body = String::from_utf8(body.to_vec()).unwrap();
+                assert_eq!(problem_status(&body), 500, "{what}: {body}");
+                assert!(!body.contains("xxxx"), "{what}: no held bytes");
+            }
+            // (What follows a HEAD's head: `the_layers_own_answers_to_head_have_no_content`.)
+        }
+    }
+    assert_eq!(
+        calls.of("GET /report"),
+        4,
+        "HEAD goes to the handler as GET"
+    );
+}
+
+#[tokio::test]
+async fn a_body_failing_after_the_time_bound_is_aborted_on_the_wire() {
+    // Past max_buffer_time the head is already out, untagged; a failure after that must
+    // reach the client as a broken message, not as a complete one.
+    let handler = service_fn(|_req: Request<Body>| async {
+        let first = futures_util::stream::once(async {
+            Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"{\"row\":1}\n")))
+        });
+        let failure = futures_util::stream::once(async {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            Err::<Frame<Bytes>, BoxError>("the producer died".into())
+        });
+        let resp = Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(BodyExt::boxed(StreamBody::new(first.chain(failure))))
+            .unwrap();
+        Ok::<_, Infallible>(resp)
+    });
+    let addr = serve_body(ConditionalLayer::new().layer(handler)).await;
+    for version in [H1, H2] {
+        let resp = live("head", ask(version, addr, "GET", "/rows", &[], "")).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{version:?}");
+        assert_eq!(etag(&resp), None, "{version:?}: not tagged");
+        let collected = live("body", resp.into_body().collect()).await;
+        assert!(
+            collected.is_err(),
+            "{version:?}: the client must see the message broken, not complete"
+        );
+    }
+}
+
+/// The layer's own answers to a HEAD (a 500 for a failed body, a 412) have no content
+/// (RFC 9110 §9.3.2): over HTTP/1.1 hyper drops a HEAD body, over HTTP/2 it sends it, and
+/// the client's stream is reset (PROTOCOL_ERROR) after the head.
+#[tokio::test]
+async fn the_layers_own_answers_to_head_have_no_content() {
+    let handler = service_fn(|req: Request<Body>| async move {
+        let body = match req.uri().path() {
+            "/report" => body_failing_after_4_kib(),
+            _ => full("fine"),
+        };
+        Ok::<_, Infallible>(Response::new(body))
+    });
+    let addr = serve_body(ConditionalLayer::new().layer(handler)).await;
+    let stale = [("if-match", "\"stale\"")];
+    for version in [H1, H2] {
+        for (path, headers, status) in [
+            ("/report", &[][..], StatusCode::INTERNAL_SERVER_ERROR),
+            ("/page", &stale[..], StatusCode::PRECONDITION_FAILED),
+        ] {
+            let what = format!("HEAD {path} over {version:?}");
+            let resp = live(&what, ask(version, addr, "HEAD", path, headers, "")).await;
+            assert_eq!(resp.status(), status, "{what}");
+            let body = live(&what, resp.into_body().collect())
+                .await
+                .unwrap_or_else(|e| panic!("{what}: the {status} must end cleanly, got {e:?}"))
+                .to_bytes();
+            assert!(body.is_empty(), "{what}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. HEAD (and GET) of a slow stream that is not SSE answer promptly
+// ---------------------------------------------------------------------------------------
+
+/// Drops when the body it is in is dropped.
+struct LiveBody(Arc<AtomicUsize>);
+
+impl LiveBody {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        LiveBody(count.clone())
+    }
+}
+
+impl Drop for LiveBody {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+const PAUSE: Duration = Duration::from_secs(3);
+
+/// One row, a 3 s pause, one more row.
+fn slow_rows(live: LiveBody) -> TestBody {
+    let rows = futures_util::stream::unfold((0, live), |(step, live)| async move {
+        let row: &'static [u8] = match step {
+            0 => b"{\"row\":1}\n",
+            1 => {
+                tokio::time::sleep(PAUSE).await;
+                b"{\"row\":2}\n"
+            }
+            _ => return None,
+        };
+        Some((
+            Ok::<_, BoxError>(Frame::data(Bytes::from_static(row))),
+            (step + 1, live),
+        ))
+    });
+    BodyExt::boxed(StreamBody::new(rows))
+}
+
+#[tokio::test]
+async fn head_and_get_of_a_slow_non_sse_stream_answer_promptly() {
+    let calls = Calls::default();
+    let live_heads = Arc::new(AtomicUsize::new(0));
+    let (seen, heads) = (calls.clone(), live_heads.clone());
+    let handler = service_fn(move |req: Request<Body>| {
+        seen.hit(&req);
+        // `?head` marks the requests the test sends as HEAD (the handler sees a GET).
+        let counter = match req.uri().query() {
+            Some("head") => heads.clone(),
+            _ => Arc::new(AtomicUsize::new(0)),
+        };
+        let content_type = match req.uri().path() {
+            "/ndjson" => "application/x-ndjson",
+            _ => "application/json",
+        };
+        async move {
+            let resp = Response::builder()
+                .header(header::CONTENT_TYPE, content_type)
+                .body(slow_rows(LiveBody::new(&counter)))
+                .unwrap();
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let addr = serve_body(ConditionalLayer::new().layer(handler)).await;
+    // Well before the producer's pause ends (the head goes out after max_buffer_time).
+    let prompt = PAUSE - Duration::from_millis(500);
+
+    let head = |path: &'static str| async move {
+        let resp = tokio::time::timeout(prompt, ask(H1, addr, "HEAD", path, &[], ""))
+            .await
+            .unwrap_or_else(|_| panic!("HEAD {path}: no response head within {prompt:?}"));
+        assert_eq!(resp.status(), StatusCode::OK, "HEAD {path}");
+        assert_eq!(etag(&resp), None, "HEAD {path}: not tagged");
+        assert!(collect(resp.into_body()).await.is_empty());
+    };
+    let get = |path: &'static str| async move {
+        let resp = tokio::time::timeout(prompt, ask(H1, addr, "GET", path, &[], ""))
+            .await
+            .unwrap_or_else(|_| panic!("GET {path}: no response head within {prompt:?}"));
+        assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
+        assert_eq!(etag(&resp), None, "GET {path}: not tagged");
+        let body = live("the rest of the stream", body_text(resp)).await;
+        assert_eq!(body, "{\"row\":1}\n{\"row\":2}\n", "GET {path}: every byte");
+    };
+    let heads_answered = async {
+        head("/ndjson?head").await;
+        head("/json?head").await;
+        // The HEAD's stream is not kept alive behind the answer.
+        for _ in 0..100 {
+            if live_heads.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(live_heads.load(Ordering::SeqCst), 0, "HEAD streams dropped");
+    };
+    tokio::join!(heads_answered, get("/ndjson"), get("/json"));
+    assert_eq!(calls.of("GET /ndjson") + calls.of("GET /json"), 4);
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. A 201 names another resource: the after-write lookup's tag is not put on it
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_201_with_location_gets_no_etag_from_the_after_write_lookup() {
+    let store = Store::new(&[("/items", ""), ("/items/0", "first")]);
+    let layer = ConditionalLayer::new()
+        .lookup(store.lookup())
+        .serialize_writes(true);
+    let addr = serve_body(layer.layer(store.handler())).await;
+
+    // A conditional POST to the collection creates /items/1.
+    let resp = call_h1(
+        addr,
+        "POST",
+        "/items",
+        &[("if-match", &store.tag("/items"))],
+        "new",
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(resp.headers()[header::LOCATION], "/items/1");
+    assert_eq!(
+        etag(&resp),
+        None,
+        "a 201's ETag would be the created resource's"
+    );
+    assert_eq!(store.body("/items/1").as_deref(), Some("new"));
+
+    // A 200 or 204 about the target itself gets the tag the lookup reports after the write.
+    let tag = store.tag("/items/1");
+    let resp = call_h1(addr, "PUT", "/items/1", &[("if-match", &tag)], "v2").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(etag(&resp), Some(independent_tag(b"v2")));
+    let tag = store.tag("/items/1");
+    let headers = [("if-match", tag.as_str()), ("x-respond", "204")];
+    let resp = call_h1(addr, "PUT", "/items/1", &headers, "v3").await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(etag(&resp), Some(independent_tag(b"v3")));
+
+    // A response naming a resource (Content-Location) gets none, nor does a DELETE.
+    let tag = store.tag("/items/1");
+    let headers = [
+        ("if-match", tag.as_str()),
+        ("x-respond", "content-location"),
+    ];
+    let resp = call_h1(addr, "PUT", "/items/1", &headers, "v4").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(etag(&resp), None);
+    let tag = store.tag("/items/1");
+    let resp = call_h1(addr, "DELETE", "/items/1", &[("if-match", &tag)], "").await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(etag(&resp), None);
+    assert_eq!(store.writes(), 5);
+}
+
+async fn call_h1(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Response<Incoming> {
+    live(
+        &format!("{method} {path}"),
+        ask(H1, addr, method, path, headers, body),
+    )
+    .await
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. The write lock: equivalent paths are one target; a user key function is honoured
+// ---------------------------------------------------------------------------------------
+
+/// Rounds of two concurrent PUTs to `a` and `b` (two names of one target) with the same
+/// If-Match: exactly one wins each round.
+async fn two_names_race(addr: SocketAddr, store: &Store, a: &str, b: &str) {
+    for round in 0..5 {
+        store.set(a, &format!("round {round}"));
+        let writes_before = store.writes();
+        let tag = store.tag(a);
+        let put = |path: &str, body: String| {
+            let req = request(H1, addr, "PUT", path, &[("if-match", &tag)], &body);
+            tokio::spawn(send_h1(addr, req))
+        };
+        let (first, second) = (
+            put(a, format!("{a} {round}")),
+            put(b, format!("{b} {round}")),
+        );
+        let (first, second) = live("two writers", async {
+            (
+                first.await.unwrap().status(),
+                second.await.unwrap().status(),
+            )
+        })
+        .await;
+        let mut statuses = [first, second];
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [StatusCode::OK, StatusCode::PRECONDITION_FAILED],
+            "round {round}: {a} and {b} are one target"
+        );
+        assert_eq!(
+            store.writes() - writes_before,
+            1,
+            "round {round}: one write"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equivalent_paths_share_one_write_lock() {
+    let mut store = Store::new(&[]);
+    store.write_delay = Duration::from_millis(30);
+    let layer = ConditionalLayer::new()
+        .lookup(store.lookup())
+        .serialize_writes(true);
+    // As in an axum app: the layer on the router, the handler's `Path` decoding `%61`.
+    let router = axum::Router::new()
+        .route_service("/items/{id}", store.handler())
+        .layer(layer);
+    let addr = serve(router).await;
+    two_names_race(addr, &store, "/items/a", "/items/%61").await;
+}
+
+/// `/docs/one` is another name of `/docs/1` in this application.
+fn doc_key(path: &str) -> String {
+    percent_decoded(path).replace("/docs/one", "/docs/1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serialize_writes_by_uses_the_given_key() {
+    let mut store = Store::new(&[]);
+    store.write_delay = Duration::from_millis(30);
+    store.resolve = doc_key;
+    let keyed = Arc::new(AtomicUsize::new(0));
+    let counted = keyed.clone();
+    let layer = ConditionalLayer::new()
+        .lookup(store.lookup())
+        .serialize_writes_by(move |uri: &Uri, _headers: &HeaderMap| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            doc_key(uri.path())
+        });
+    let addr = serve_body(layer.layer(store.handler())).await;
+    two_names_race(addr, &store, "/docs/1", "/docs/one").await;
+    assert!(
+        keyed.load(Ordering::SeqCst) >= 10,
+        "the key function was used"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. HEAD answered from a handler's own 304 or 204: no made-up Content-Length
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn head_of_a_handlers_own_304_or_204_carries_no_made_up_content_length() {
+    let calls = Calls::default();
+    let seen = calls.clone();
+    let handler = service_fn(move |req: Request<Body>| {
+        seen.hit(&req);
+        let resp = match req.uri().path() {
+            "/page"
+                if req
+                    .headers()
+                    .get(header::IF_NONE_MATCH)
+                    .is_some_and(|v| v == "\"p1\"") =>
+            {
+                Response::builder()
+                    .status(StatusCode::NOT_MODIFIED)
+                    .header(header::ETAG, "\"p1\"")
+                    .body(full(Bytes::new()))
+            }
+            "/page" => Response::builder()
+                .header(header::ETAG, "\"p1\"")
+                .body(full("hello world")),
+            _ => Response::builder()
+                .status(StatusCode::NO_CONTENT)
+                .body(full(Bytes::new())),
+        };
+        async move { Ok::<_, Infallible>(resp.unwrap()) }
+    });
+    let addr = serve_body(ConditionalLayer::new().layer(handler)).await;
+
+    let head = raw_head(
+        addr,
+        "HEAD /page HTTP/1.1\r\nHost: test\r\nIf-None-Match: \"p1\"\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 304"), "{head}");
+    assert!(head.contains("etag: \"p1\""), "{head}");
+    for line in head.lines().filter(|l| l.starts_with("content-length:")) {
+        assert_eq!(
+            line.trim(),
+            "content-length: 11",
+            "a 304's length may only be the 200's: {head}"
+        );
+    }
+
+    let head = raw_head(addr, "HEAD /nothing HTTP/1.1\r\nHost: test\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 204"), "{head}");
+    assert!(
+        !head.contains("content-length"),
+        "a 204 has no length: {head}"
+    );
+
+    // The same on a GET: nothing is invented either.
+    let head = raw_head(addr, "GET /nothing HTTP/1.1\r\nHost: test\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 204"), "{head}");
+    assert!(!head.contains("content-length"), "{head}");
+    assert_eq!(calls.of("GET /page"), 1);
+    assert_eq!(calls.of("GET /nothing"), 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. require_preconditions: never for safe methods, nor for a creating POST
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn required_preconditions_spare_safe_methods_and_post() {
+    let store = Store::new(&[("/doc", "v1")]);
+    let layer = ConditionalLayer::new()
+        .lookup(store.lookup())
+        .require_preconditions(true);
+    let addr = serve_body(layer.layer(store.handler())).await;
+    for method in ["QUERY", "PROPFIND", "REPORT", "SEARCH"] {
+        let resp = call_h1(addr, method, "/doc", &[], "query").await;
+        assert_eq!(resp.status(), StatusCode::OK, "{method} is safe");
+        assert_eq!(body_text(resp).await, "handled");
+        assert_eq!(store.calls.of(&format!("{method} /doc")), 1);
+    }
+    let resp = call_h1(addr, "POST", "/items", &[], "member").await;
+    assert_eq!(resp.status(), StatusCode::CREATED, "a creating POST");
+    assert_eq!(store.calls.of("POST /items"), 1);
+    for method in ["PUT", "PATCH", "DELETE"] {
+        let resp = call_h1(addr, method, "/doc", &[], "v2").await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::PRECONDITION_REQUIRED,
+            "{method} changes the target"
+        );
+        assert_eq!(store.calls.of(&format!("{method} /doc")), 0);
+    }
+    assert_eq!(store.body("/doc").as_deref(), Some("v1"));
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. Invalid or repeated ETag fields from the handler: one tag per representation
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn invalid_or_repeated_handler_etags_give_way_to_the_hash_on_reads_and_writes() {
+    let calls = Calls::default();
+    let seen = calls.clone();
+    let handler = service_fn(move |req: Request<Body>| {
+        seen.hit(&req);
+        let resp = match (req.method().as_str(), req.uri().path()) {
+            ("GET", "/unquoted") => Response::builder()
+                .header(header::ETAG, "unquoted")
+                .body(full("alpha")),
+            ("GET", _) => Response::builder()
+                .header(header::ETAG, "\"a\"")
+                .header(header::ETAG, "\"b\"")
+                .body(full("beta")),
+            _ => Response::builder().body(full("written")),
+        };
+        async move { Ok::<_, Infallible>(resp.unwrap()) }
+    });
+    let addr = serve_body(ConditionalLayer::new().internal_get().layer(handler)).await;
+
+    for (path, content, foreign) in [
+        ("/unquoted", "alpha", "\"unquoted\""),
+        ("/dup", "beta", "\"b\""),
+    ] {
+        let hashed = independent_tag(content.as_bytes());
+        for method in ["GET", "HEAD"] {
+            let resp = call_h1(addr, method, path, &[], "").await;
+            let tags: Vec<_> = resp.headers().get_all(header::ETAG).iter().collect();
+            assert_eq!(tags, [hashed.as_str()], "{method} {path}: the hash, once");
+        }
+        let resp = call_h1(addr, "GET", path, &[("if-none-match", &hashed)], "").await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::NOT_MODIFIED,
+            "{path}: the hash revalidates"
+        );
+        let resp = call_h1(addr, "GET", path, &[("if-none-match", foreign)], "").await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "{path}: a dropped tag does not"
+        );
+
+        // Writes validate against the same tag reads show.
+        let resp = call_h1(addr, "PUT", path, &[("if-match", foreign)], "x").await;
+        assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED, "PUT {path}");
+        assert_eq!(calls.of(&format!("PUT {path}")), 0);
+        let resp = call_h1(addr, "PUT", path, &[("if-match", &hashed)], "x").await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "PUT {path} with the read's tag"
+        );
+        assert_eq!(calls.of(&format!("PUT {path}")), 1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 9. If-Range: never a 206 of one version with another version's validator
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn if_range_never_splices_versions_when_a_write_lands_after_the_lookup() {
+    let old = "A".repeat(100);
+    let new = "B".repeat(100);
+    let old_tag = independent_tag(old.as_bytes());
+    for honour_if_range in [true, false] {
+        let mut store = Store::new(&[("/file", old.as_str())]);
+        store.honour_if_range = honour_if_range;
+        // The lookup sees the old version; a writer replaces it right after.
+        let (looked, replaced_with) = (store.clone(), new.clone());
+        let racing_lookup = lookup_fn(move |req: LookupRequest| {
+            let found = looked.validators(req.uri().path());
+            looked.set("/file", &replaced_with);
+            async move { Ok::<_, Infallible>(found) }
+        });
+        let layer = ConditionalLayer::new().lookup(racing_lookup);
+        let addr = serve_body(layer.layer(store.handler())).await;
+
+        // `curl -C -`: the client holds the first 50 bytes of the old version.
+        let what = format!("handler honours If-Range: {honour_if_range}");
+        let headers = [("range", "bytes=50-"), ("if-range", old_tag.as_str())];
+        let resp = call_h1(addr, "GET", "/file", &headers, "").await;
+        let status = resp.status();
+        let tag = etag(&resp);
+        let body = body_text(resp).await;
+        assert_ne!(
+            tag.as_deref(),
+            Some(old_tag.as_str()),
+            "{what}: {status}, old tag on new bytes"
+        );
+        if honour_if_range {
+            // The handler saw the change: the whole new version, which the client stores in
+            // place of its 50 bytes instead of appending to them.
+            assert_eq!(status, StatusCode::OK, "{what}: the handler saw the change");
+            assert_eq!(body, new, "{what}");
+            assert_eq!(tag, Some(independent_tag(new.as_bytes())), "{what}");
+        } else if status == StatusCode::PARTIAL_CONTENT {
+            // The handler served a part without checking If-Range: the layer, which did not
+            // hash these bytes, must not vouch for them.
+            assert_eq!(
+                tag, None,
+                "{what}: a 206 the layer did not hash gets no tag"
+            );
+        }
+        assert_eq!(store.calls.of("GET /file"), 1, "{what}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 10. A stale writer is refused while the lock holder is still uploading
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_writer_is_refused_while_the_lock_holder_uploads_slowly() {
+    let store = Store::new(&[("/doc", "v1")]);
+    let svc = ConditionalLayer::new()
+        .lookup(store.lookup())
+        .serialize_writes(true)
+        .layer(store.handler());
+    let addr = serve_body(svc.clone()).await;
+    let v1 = store.tag("/doc");
+
+    // Writer A passes and holds the lock while its body trickles in: one chunk, then
+    // nothing until the test says so.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let upload = futures_util::stream::unfold(rx, |mut rx| async move {
+        let chunk = rx.recv().await?;
+        Some((Ok::<_, Infallible>(Frame::data(chunk)), rx))
+    });
+    let a = Request::put("/doc")
+        .header(header::HOST, "test")
+        .header(header::IF_MATCH, &v1)
+        .body(StreamBody::new(upload))
+        .unwrap();
+    let a = tokio::spawn(send_h1(addr, a));
+    tx.send(Bytes::from_static(b"slow ")).await.unwrap();
+    live("writer A reaches the handler", async {
+        while store.calls.of("PUT /doc") == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+
+    // Writer B is stale: refused at once, not after A's upload.
+    let b = call_h1(addr, "PUT", "/doc", &[("if-match", "\"stale\"")], "b").await;
+    assert_eq!(b.status(), StatusCode::PRECONDITION_FAILED);
+    assert!(!a.is_finished(), "A is still uploading");
+
+    // Writer C is current and waits for the lock; a timeout outside the layer bounds the
+    // wait, and dropping it leaves nothing behind.
+    let c = Request::put("/doc")
+        .header(header::IF_MATCH, &v1)
+        .body(Body::from("c"))
+        .unwrap();
+    let waited = tower::timeout::Timeout::new(svc.clone(), Duration::from_millis(200))
+        .oneshot(c)
+        .await;
+    assert!(waited.is_err(), "C waits for the lock until its timeout");
+    assert_eq!(store.calls.of("PUT /doc"), 1, "only A reached the handler");
+
+    tx.send(Bytes::from_static(b"upload")).await.unwrap();
+    drop(tx);
+    let a = live("writer A", a).await.unwrap();
+    assert_eq!(a.status(), StatusCode::OK);
+    assert_eq!(store.body("/doc").as_deref(), Some("slow upload"));
+
+    // The lock is free again.
+    let d = call_h1(
+        addr,
+        "PUT",
+        "/doc",
+        &[("if-match", &store.tag("/doc"))],
+        "d",
+    )
+    .await;
+    assert_eq!(d.status(), StatusCode::OK);
+    assert_eq!(store.writes(), 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// 11. A failing lookup: reads go to the handler, writes fail closed
+// ---------------------------------------------------------------------------------------
+
+fn failing_lookup() -> impl Service<
+    LookupRequest,
+    Response = Option<Validators>,
+    Error = &'static str,
+    Future = impl Send + 'static,
+> + Clone
+       + Send
+       + Sync
+       + 'static {
+    lookup_fn(|_req: LookupRequest| async { Err::<Option<Validators>, _>("the store is down") })
+}
+
+#[tokio::test]
+async fn a_failing_lookup_lets_reads_through_and_fails_writes_closed() {
+    let store = Store::new(&[("/doc", "hello world")]);
+    let tag = store.tag("/doc");
+    let reads = ConditionalLayer::new()
+        .lookup(failing_lookup())
+        .lookup_reads(true);
+    let with_reads = serve_body(reads.layer(store.handler())).await;
+    let plain = serve_body(
+        ConditionalLayer::new()
+            .lookup(failing_lookup())
+            .layer(store.handler()),
+    )
+    .await;
+
+    // Revalidating GETs with lookup_reads: the handler answers.
+    let resp = call_h1(
+        with_reads,
+        "GET",
+        "/doc",
+        &[("if-none-match", "\"old\"")],
+        "",
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(body_text(resp).await, "hello world");
+    let resp = call_h1(with_reads, "GET", "/doc", &[("if-none-match", &tag)], "").await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::NOT_MODIFIED,
+        "from the hashed body"
+    );
+    assert_eq!(store.calls.of("GET /doc"), 2);
+
+    // Range + If-Range: to the handler, which decides.
+    for addr in [with_reads, plain] {
+        let headers = [("range", "bytes=0-4"), ("if-range", tag.as_str())];
+        let resp = call_h1(addr, "GET", "/doc", &headers, "").await;
+        let status = resp.status();
+        assert!(
+            status == StatusCode::PARTIAL_CONTENT || status == StatusCode::OK,
+            "{status}"
+        );
+        let body = body_text(resp).await;
+        if status == StatusCode::PARTIAL_CONTENT {
+            assert_eq!(body, "hello");
+        }
+    }
+    assert_eq!(store.calls.of("GET /doc"), 4);
+
+    // Writes: 503, nothing runs.
+    for addr in [with_reads, plain] {
+        let resp = call_h1(addr, "PUT", "/doc", &[("if-match", &tag)], "v2").await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(resp.headers().contains_key(header::RETRY_AFTER));
+    }
+    assert_eq!(store.calls.of("PUT /doc"), 0);
+    assert_eq!(store.body("/doc").as_deref(), Some("hello world"));
+}
+
+// ---------------------------------------------------------------------------------------
+// 12. Range with a current If-Match: 206 (or the whole 200), never 412
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn range_with_a_current_if_match_is_206_or_the_whole_200_never_412() {
+    let store = Store::new(&[("/doc", "hello world")]);
+    let tag = store.tag("/doc");
+    let looked_up = serve_body(
+        ConditionalLayer::new()
+            .lookup(store.lookup())
+            .layer(store.handler()),
+    )
+    .await;
+    let hash_only = serve_body(ConditionalLayer::new().layer(store.handler())).await;
+    let headers = [("range", "bytes=0-4"), ("if-match", tag.as_str())];
+
+    let resp = call_h1(looked_up, "GET", "/doc", &headers, "").await;
+    assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT, "with a lookup");
+    assert_eq!(resp.headers()[header::CONTENT_RANGE], "bytes 0-4/11");
+    assert_eq!(body_text(resp).await, "hello");
+
+    let resp = call_h1(hash_only, "GET", "/doc", &headers, "").await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "hash only: the whole representation"
+    );
+    assert_eq!(etag(&resp), Some(tag.clone()));
+    assert_eq!(body_text(resp).await, "hello world");
+
+    // A stale If-Match is still refused on both.
+    let stale = [("range", "bytes=0-4"), ("if-match", "\"old\"")];
+    for addr in [looked_up, hash_only] {
+        let resp = call_h1(addr, "GET", "/doc", &stale, "").await;
+        assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 13. A date that cannot be evaluated does not satisfy require_preconditions
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_if_unmodified_since_that_cannot_be_evaluated_does_not_satisfy_428() {
+    // The lookup knows tags, not modification times.
+    let store = Store::new(&[("/doc", "v1")]);
+    let layer = ConditionalLayer::new()
+        .lookup(store.lookup())
+        .require_preconditions(true);
+    let addr = serve_body(layer.layer(store.handler())).await;
+    let date_only = [("if-unmodified-since", "Sun, 06 Nov 1994 08:49:37 GMT")];
+    let resp = call_h1(addr, "PUT", "/doc", &date_only, "v2").await;
+    assert_eq!(resp.status(), StatusCode::PRECONDITION_REQUIRED);
+    assert_eq!(problem_status(&body_text(resp).await), 428);
+    assert_eq!(store.calls.of("PUT /doc"), 0);
+    assert_eq!(store.body("/doc").as_deref(), Some("v1"));
+
+    // An If-Match satisfies it.
+    let resp = call_h1(
+        addr,
+        "PUT",
+        "/doc",
+        &[("if-match", &store.tag("/doc"))],
+        "v2",
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(store.calls.of("PUT /doc"), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// 14. A lookup-answered 304 never carries a Last-Modified later than its Date
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_lookup_answered_304_never_dates_last_modified_after_its_date() {
+    let future = SystemTime::now() + Duration::from_secs(3600);
+    let store = Store::new(&[("/doc", "v1")]);
+    let lookup = lookup_fn(move |_req: LookupRequest| async move {
+        Ok::<_, Infallible>(Some(Validators::new().with_last_modified(future)))
+    });
+    let layer = ConditionalLayer::new().lookup(lookup).lookup_reads(true);
+    let addr = serve_body(layer.layer(store.handler())).await;
+    let since = http_date(future).unwrap();
+    let resp = call_h1(
+        addr,
+        "GET",
+        "/doc",
+        &[("if-modified-since", since.to_str().unwrap())],
+        "",
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(store.calls.total(), 0, "answered from the lookup");
+    let date = parse_http_date(resp.headers().get_all(header::DATE)).expect("Date");
+    let modified =
+        parse_http_date(resp.headers().get_all(header::LAST_MODIFIED)).expect("Last-Modified");
+    assert!(
+        modified <= date,
+        "Last-Modified {:?} after Date {:?}",
+        resp.headers()[header::LAST_MODIFIED],
+        resp.headers()[header::DATE]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 15. grpc-web rejections answer in the request's content type
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn grpc_web_rejections_answer_in_the_request_content_type() {
+    let store = Store::new(&[("/pkg.Svc/Update", "v1")]);
+    let strict = ConditionalLayer::new()
+        .lookup(store.lookup())
+        .require_preconditions(true)
+        .required_methods([Method::POST]);
+    let strict = serve_body(strict.layer(store.handler())).await;
+    let unconfigured = serve_body(ConditionalLayer::new().layer(store.handler())).await;
+    for content_type in [
+        "application/grpc-web",
+        "application/grpc-web+proto",
+        "application/grpc-web-text",
+        "application/grpc-web-text+proto",
+    ] {
+        let ct = ("content-type", content_type);
+        for (addr, condition, code, what) in [
+            (strict, None, "9", "428"),
+            (strict, Some(("if-match", "\"stale\"")), "9", "412"),
+            (unconfigured, Some(("if-match", "\"v1\"")), "12", "501"),
+        ] {
+            let headers: Vec<_> = std::iter::once(ct).chain(condition).collect();
+            let resp = call_h1(addr, "POST", "/pkg.Svc/Update", &headers, "\0\0\0\0\0").await;
+            assert_eq!(
+                resp.status(),
+                StatusCode::OK,
+                "{content_type} {what}: trailers-only"
+            );
+            assert_eq!(
+                resp.headers()[header::CONTENT_TYPE],
+                content_type,
+                "{what}: answered in the request's grpc-web type"
+            );
+            assert_eq!(resp.headers()["grpc-status"], code, "{content_type} {what}");
+        }
+    }
+    assert_eq!(store.calls.total(), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// 16. Dates before 1970 are valid HTTP-dates; two-digit years are placed per RFC 9110
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn dates_before_1970_are_valid_so_a_false_if_unmodified_since_is_412() {
+    let modified = UNIX_EPOCH + Duration::from_secs(1_000_000_000); // 2001
+    let store = Store::new(&[("/doc", "v1")]).modified("/doc", modified);
+    let lookup = ConditionalLayer::new().lookup(store.lookup());
+    let plain = serve_body(lookup.clone().layer(store.handler())).await;
+    let strict = serve_body(lookup.require_preconditions(true).layer(store.handler())).await;
+
+    for date in [
+        "Mon, 01 Jan 0001 00:00:00 GMT",
+        "Wed, 31 Dec 1969 23:59:59 GMT",
+    ] {
+        let ius = [("if-unmodified-since", date)];
+        for addr in [plain, strict] {
+            let resp = call_h1(addr, "PUT", "/doc", &ius, "v2").await;
+            assert_eq!(
+                resp.status(),
+                StatusCode::PRECONDITION_FAILED,
+                "PUT, {date}"
+            );
+            assert!(body_text(resp).await.contains("If-Unmodified-Since"));
+        }
+        for method in ["GET", "HEAD"] {
+            let resp = call_h1(plain, method, "/doc", &ius, "").await;
+            assert_eq!(
+                resp.status(),
+                StatusCode::PRECONDITION_FAILED,
+                "{method}, {date}"
+            );
+        }
+    }
+    assert_eq!(store.calls.of("PUT /doc"), 0, "nothing written");
+    assert_eq!(store.body("/doc").as_deref(), Some("v1"));
+
+    // RFC 850 with a two-digit year: "70" is 2070 (RFC 9110 §5.6.7, seen from the 2020s),
+    // after 2001, so the condition holds.
+    let ius = [("if-unmodified-since", "Sunday, 01-Jun-70 00:00:00 GMT")];
+    let resp = call_h1(plain, "GET", "/doc", &ius, "").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = call_h1(strict, "PUT", "/doc", &ius, "v2").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(store.body("/doc").as_deref(), Some("v2"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Checked and fine, kept so: Expect: 100-continue with a stale If-Match
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn expect_100_continue_with_a_stale_if_match_gets_412_without_100() {
+    let store = Store::new(&[("/doc", "v1")]);
+    let addr = serve_body(
+        ConditionalLayer::new()
+            .lookup(store.lookup())
+            .layer(store.handler()),
+    )
+    .await;
+    let head = raw_head(
+        addr,
+        "PUT /doc HTTP/1.1\r\nHost: test\r\nIf-Match: \"stale\"\r\n\
+         Expect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 412"), "no 100 first: {head}");
+    assert_eq!(store.calls.total(), 0);
+    assert_eq!(store.body("/doc").as_deref(), Some("v1"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Safe by default (issue 9): no source, no write; probes pass refusals on
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn without_a_version_source_a_conditional_write_is_501_and_never_runs() {
+    let store = Store::new(&[("/doc", "v1")]);
+    let addr = serve_body(ConditionalLayer::new().layer(store.handler())).await;
+    let tag = store.tag("/doc");
+    for method in ["PUT", "PATCH", "DELETE", "POST"] {
+        let resp = call_h1(addr, method, "/doc", &[("if-match", &tag)], "v2").await;
+        assert_eq!(resp.status(), StatusCode::NOT_IMPLEMENTED, "{method}");
+        let body = body_text(resp).await;
+        assert_eq!(problem_status(&body), 501);
+        assert!(body.contains("lookup"), "names the fix: {body}");
+    }
+    assert_eq!(
+        store.calls.total(),
+        0,
+        "the layer never calls the service on its own"
+    );
+    // Reads and unconditional writes are unaffected.
+    let resp = call_h1(addr, "GET", "/doc", &[], "").await;
+    assert_eq!(etag(&resp), Some(tag));
+    let resp = call_h1(addr, "PUT", "/doc", &[], "v2").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(store.calls.total(), 2);
+}
+
+#[tokio::test]
+async fn an_internal_get_refused_passes_its_answer_on_404_is_absent_5xx_is_503() {
+    let calls = Calls::default();
+    let seen = calls.clone();
+    let handler = service_fn(move |req: Request<Body>| {
+        seen.hit(&req);
+        let get = req.method() == Method::GET;
+        let resp = match req.uri().path() {
+            "/secret" if get => Response::builder()
+                .status(StatusCode::UNAUTHORIZED)
+                .header(header::WWW_AUTHENTICATE, "Bearer")
+                .body(full("who are you?")),
+            "/forbidden" if get => Response::builder()
+                .status(StatusCode::FORBIDDEN)
+                .body(full("not yours")),
+            "/broken" if get => Response::builder()
+                .status(StatusCode::INTERNAL_SERVER_ERROR)
+                .body(full("oops")),
+            "/missing" if get => Response::builder()
+                .status(StatusCode::NOT_FOUND)
+                .body(full(Bytes::new())),
+            _ if get => Response::builder().body(full("current")),
+            _ => Response::builder()
+                .status(StatusCode::CREATED)
+                .body(full(Bytes::new())),
+        };
+        async move { Ok::<_, Infallible>(resp.unwrap()) }
+    });
+    let addr = serve_body(ConditionalLayer::new().internal_get().layer(handler)).await;
+    let stale = [("if-match", "\"x\"")];
+
+    let resp = call_h1(addr, "PUT", "/secret", &stale, "v2").await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.headers()[header::WWW_AUTHENTICATE], "Bearer");
+    assert_eq!(body_text(resp).await, "who are you?");
+    let resp = call_h1(addr, "PUT", "/forbidden", &stale, "v2").await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(body_text(resp).await, "not yours");
+    let resp = call_h1(addr, "PUT", "/broken", &stale, "v2").await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    // 404: absent. A creating PUT with If-Match fails, If-None-Match: * creates, and a
+    // DELETE finds nothing.
+    let resp = call_h1(addr, "PUT", "/missing", &stale, "v1").await;
+    assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED);
+    let resp = call_h1(addr, "DELETE", "/missing", &stale, "").await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let resp = call_h1(addr, "PUT", "/missing", &[("if-none-match", "*")], "v1").await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+
+    for path in ["/secret", "/forbidden", "/broken"] {
+        assert_eq!(calls.of(&format!("GET {path}")), 1, "one probe of {path}");
+        assert_eq!(calls.of(&format!("PUT {path}")), 0, "no write to {path}");
+    }
+    assert_eq!(calls.of("DELETE /missing"), 0);
+    assert_eq!(calls.of("PUT /missing"), 1, "only the create");
+}
