@@ -40,21 +40,33 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// Checks the status, then reads the body to its end.
+fn check<B: http_body::Body + Unpin>(status: u16, resp: Response<B>) {
+    assert_eq!(resp.status(), status);
+    drain(resp);
+}
+
 /// Reads a body to its end; every frame is ready at once.
 fn drain<B: http_body::Body + Unpin>(resp: Response<B>) {
     let mut body = resp.into_body();
     while let Some(Some(_)) = body.frame().now_or_never() {}
 }
 
-/// Allocations (count, bytes) made by `f`, averaged over `n` runs.
-fn count(n: usize, mut f: impl FnMut()) -> (f64, f64) {
-    f(); // warm up lazily initialised state
+/// Allocations (count, bytes) made by `f` per request, averaged over `n` runs. The requests
+/// are built before counting starts: only what the services allocate is counted.
+fn count(
+    n: usize,
+    mut make: impl FnMut() -> Request<String>,
+    mut f: impl FnMut(Request<String>),
+) -> (f64, f64) {
+    f(make()); // warm up lazily initialised state
+    let mut requests: Vec<Request<String>> = (0..n).map(|_| make()).collect();
     let (a0, b0) = (
         ALLOCATIONS.load(Ordering::Relaxed),
         BYTES.load(Ordering::Relaxed),
     );
-    for _ in 0..n {
-        f();
+    while let Some(req) = requests.pop() {
+        f(req);
     }
     let (a1, b1) = (
         ALLOCATIONS.load(Ordering::Relaxed),
@@ -64,69 +76,91 @@ fn count(n: usize, mut f: impl FnMut()) -> (f64, f64) {
 }
 
 fn main() {
-    println!("allocations per request (count / bytes), inner service = 8-chunk stream body");
+    println!("allocations per request (count / bytes); requests built beforehand");
     println!(
-        "{:>8} | {:>16} | {:>16} | {:>16} | {:>16}",
-        "size", "bare 200", "layer 200", "layer 304", "layer 200 - bare"
+        "{:>8} {:>6} | {:>14} | {:>14} | {:>14} | {:>14} | {:>14}",
+        "size", "chunks", "bare 200", "layer 200", "layer 304", "200 + Outcome", "304 + Outcome"
     );
     for size in [256usize, 4096, 65536, 1 << 20] {
-        let data = Bytes::from(vec![7u8; size]);
-        let step = size / 8;
-        let chunks: Vec<Bytes> = (0..8)
-            .map(|i| data.slice(i * step..(i + 1) * step))
-            .collect();
-        let inner = service_fn(move |_req: Request<String>| {
-            let frames: Vec<Result<Frame<Bytes>, Infallible>> =
-                chunks.iter().cloned().map(|c| Ok(Frame::data(c))).collect();
-            ready(Ok::<_, Infallible>(Response::new(StreamBody::new(
-                futures_util::stream::iter(frames),
-            ))))
-        });
-        let layered = ConditionalLayer::new().layer(inner.clone());
-        let tag = EntityTag::from_content(&data).to_header_value();
-        let bare = count(1000, || {
-            drain(
-                inner
-                    .clone()
-                    .oneshot(Request::new(String::new()))
-                    .now_or_never()
-                    .unwrap()
-                    .unwrap(),
-            )
-        });
-        let l200 = count(1000, || {
-            drain(
-                layered
-                    .clone()
-                    .oneshot(Request::new(String::new()))
-                    .now_or_never()
-                    .unwrap()
-                    .unwrap(),
-            )
-        });
-        let l304 = count(1000, || {
-            let mut req = Request::new(String::new());
-            req.headers_mut()
-                .insert(http::header::IF_NONE_MATCH, tag.clone());
-            let resp = layered
-                .clone()
-                .oneshot(req)
-                .now_or_never()
-                .unwrap()
-                .unwrap();
-            assert_eq!(resp.status(), 304);
-        });
-        println!(
-            "{:>8} | {:>7.1} / {:>6.0} | {:>7.1} / {:>6.0} | {:>7.1} / {:>6.0} | {:>7.1} / {:>6.0}",
-            size,
-            bare.0,
-            bare.1,
-            l200.0,
-            l200.1,
-            l304.0,
-            l304.1,
-            l200.0 - bare.0,
-            l200.1 - bare.1
-        );
+        for pieces in [1usize, 8] {
+            let data = Bytes::from(vec![7u8; size]);
+            let step = size / pieces;
+            let chunks: Vec<Bytes> = (0..pieces)
+                .map(|i| data.slice(i * step..(i + 1) * step))
+                .collect();
+            let inner = service_fn(move |_req: Request<String>| {
+                let frames: Vec<Result<Frame<Bytes>, Infallible>> =
+                    chunks.iter().cloned().map(|c| Ok(Frame::data(c))).collect();
+                let mut resp = Response::new(StreamBody::new(futures_util::stream::iter(frames)));
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/octet-stream"),
+                );
+                ready(Ok::<_, Infallible>(resp))
+            });
+            let layered = ConditionalLayer::new().layer(inner.clone());
+            let with_outcome = ConditionalLayer::new()
+                .outcome_extension(true)
+                .layer(inner.clone());
+            let tag = EntityTag::from_content(&data).to_header_value();
+            let plain = || Request::new(String::new());
+            let revalidate = || {
+                let mut req = Request::new(String::new());
+                req.headers_mut()
+                    .insert(http::header::IF_NONE_MATCH, tag.clone());
+                req
+            };
+            let bare = count(1000, plain, |r| {
+                check(
+                    200,
+                    inner.clone().oneshot(r).now_or_never().unwrap().unwrap(),
+                )
+            });
+            let l200 = count(1000, plain, |r| {
+                check(
+                    200,
+                    layered.clone().oneshot(r).now_or_never().unwrap().unwrap(),
+                )
+            });
+            let l304 = count(1000, revalidate, |r| {
+                check(
+                    304,
+                    layered.clone().oneshot(r).now_or_never().unwrap().unwrap(),
+                )
+            });
+            let q200 = count(1000, plain, |r| {
+                check(
+                    200,
+                    with_outcome
+                        .clone()
+                        .oneshot(r)
+                        .now_or_never()
+                        .unwrap()
+                        .unwrap(),
+                )
+            });
+            let q304 = count(1000, revalidate, |r| {
+                check(
+                    304,
+                    with_outcome
+                        .clone()
+                        .oneshot(r)
+                        .now_or_never()
+                        .unwrap()
+                        .unwrap(),
+                )
+            });
+            let cell = |(n, b): (f64, f64)| format!("{n:>4.1} / {b:>7.0}");
+            println!(
+                "{:>8} {:>6} | {} | {} | {} | {} | {}",
+                size,
+                pieces,
+                cell(bare),
+                cell(l200),
+                cell(l304),
+                cell(q200),
+                cell(q304)
+            );
+        }
     }
 }

@@ -7,7 +7,10 @@
 //!
 //! Groups, each per body size (256 B, 4 KiB, 64 KiB, 1 MiB) and chunking (one chunk, eight):
 //! - `200`: `floor` = inner service + draining the body + a raw SHA-256 of the same bytes;
-//!   `layer` = the same service through the layer (it hashes, tags, replays).
+//!   `layer` = the same service through the layer (it hashes, tags, replays); `floor_xxh3` /
+//!   `layer_xxh3` the same with XXH3-128 plugged in through `HashAlgorithm::custom` (a hash of
+//!   negligible cost: the difference is the layer's own work); with `--features blake3`,
+//!   `floor_blake3` / `layer_blake3`.
 //! - `304`: `bare_200` = the inner service alone; `layer_304` = a revalidation that matches
 //!   (the layer hashes and compares, the body is dropped); `lookup_fast_path` = the lookup
 //!   answers the 304 and the inner service is never called.
@@ -29,7 +32,31 @@ use http_body_util::{BodyExt, StreamBody};
 use sha2::{Digest, Sha256};
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_conditional::precondition::{evaluate, Conditions, Options, Validators};
-use tower_conditional::{lookup_fn, ConditionalLayer, EntityTag, LookupRequest};
+use tower_conditional::{
+    lookup_fn, ConditionalLayer, ContentHash, ContentHasher, Digest as TagDigest, EntityTag,
+    HashAlgorithm, LookupRequest,
+};
+
+/// XXH3-128 as the content hash: what a user who trusts every writer might plug in. Not
+/// collision resistant; here it makes the hash nearly free, so the layer's own cost shows.
+struct Xxh3;
+
+impl ContentHash for Xxh3 {
+    fn hasher(&self) -> Box<dyn ContentHasher> {
+        Box::new(Xxh3State(xxhash_rust::xxh3::Xxh3::new()))
+    }
+}
+
+struct Xxh3State(xxhash_rust::xxh3::Xxh3);
+
+impl ContentHasher for Xxh3State {
+    fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+    fn finish(self: Box<Self>) -> TagDigest {
+        TagDigest::new(&self.0.digest128().to_be_bytes())
+    }
+}
 
 type TestBody = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -118,10 +145,39 @@ fn bench_200(c: &mut Criterion) {
                     });
                 })
             });
+            group.bench_function(BenchmarkId::new("floor_xxh3", &id), |b| {
+                b.iter(|| {
+                    let resp = svc.clone().oneshot(get()).now_or_never().unwrap().unwrap();
+                    let mut digest = xxhash_rust::xxh3::Xxh3::new();
+                    drain(resp.into_body(), |c| digest.update(c));
+                    black_box(digest.digest128())
+                })
+            });
+            let xxh3 = ConditionalLayer::new()
+                .hash_algorithm(HashAlgorithm::custom(Xxh3))
+                .layer(inner(chunks.clone()));
+            group.bench_function(BenchmarkId::new("layer_xxh3", &id), |b| {
+                b.iter(|| {
+                    let resp = xxh3.clone().oneshot(get()).now_or_never().unwrap().unwrap();
+                    drain(resp.into_body(), |c| {
+                        black_box(c.len());
+                    });
+                })
+            });
             #[cfg(feature = "blake3")]
             {
+                group.bench_function(BenchmarkId::new("floor_blake3", &id), |b| {
+                    b.iter(|| {
+                        let resp = svc.clone().oneshot(get()).now_or_never().unwrap().unwrap();
+                        let mut digest = blake3::Hasher::new();
+                        drain(resp.into_body(), |c| {
+                            digest.update(c);
+                        });
+                        black_box(digest.finalize())
+                    })
+                });
                 let fast = ConditionalLayer::new()
-                    .hash_algorithm(tower_conditional::HashAlgorithm::Blake3)
+                    .hash_algorithm(HashAlgorithm::Blake3)
                     .layer(inner(chunks.clone()));
                 group.bench_function(BenchmarkId::new("layer_blake3", &id), |b| {
                     b.iter(|| {

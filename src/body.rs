@@ -247,7 +247,7 @@ mod tests {
                 .map(|b| Ok::<_, std::convert::Infallible>(Frame::data(b)))
                 .chain(trailers.map(|t| Ok(Frame::trailers(t)))),
         ));
-        let mut buf = crate::buffer::HashBuffer::new(Default::default(), usize::MAX, true);
+        let mut buf = crate::buffer::HashBuffer::new(&Default::default(), usize::MAX, true);
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         let filled = buf.poll_fill(Pin::new(&mut body), &mut cx);

@@ -24,6 +24,10 @@ impl Chunks {
         if self.first.is_none() && self.rest.is_empty() {
             self.first = Some(chunk);
         } else {
+            if self.rest.capacity() == 0 {
+                // One allocation for the common few-chunk body, not one per doubling.
+                self.rest.reserve(8);
+            }
             self.rest.push_back(chunk);
         }
     }
@@ -67,7 +71,7 @@ pub(crate) struct HashBuffer {
 }
 
 impl HashBuffer {
-    pub(crate) fn new(algorithm: HashAlgorithm, limit: usize, keep: bool) -> Self {
+    pub(crate) fn new(algorithm: &HashAlgorithm, limit: usize, keep: bool) -> Self {
         HashBuffer {
             hasher: ETagHasher::with_algorithm(algorithm),
             held: Held::default(),
@@ -201,7 +205,7 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_whatever_the_chunking_and_keeps_the_same_bytes() {
-        let mut buf = HashBuffer::new(HashAlgorithm::Sha256, 100, true);
+        let mut buf = HashBuffer::new(&HashAlgorithm::Sha256, 100, true);
         let mut body = std::pin::pin!(stream(&[b"hello ", b"", b"world"]));
         let filled = std::future::poll_fn(|cx| buf.poll_fill(body.as_mut(), cx)).await;
         assert!(matches!(filled, Filled::End));
@@ -215,7 +219,7 @@ mod tests {
 
     #[tokio::test]
     async fn stops_past_the_limit_with_the_rest_unread() {
-        let mut buf = HashBuffer::new(HashAlgorithm::Sha256, 4, true);
+        let mut buf = HashBuffer::new(&HashAlgorithm::Sha256, 4, true);
         let mut body = std::pin::pin!(stream(&[b"abc", b"de", b"f"]));
         let filled = std::future::poll_fn(|cx| buf.poll_fill(body.as_mut(), cx)).await;
         assert!(matches!(filled, Filled::Overflow));
@@ -226,7 +230,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hash_only_buffer_keeps_nothing() {
-        let mut buf = HashBuffer::new(HashAlgorithm::Sha256, 100, false);
+        let mut buf = HashBuffer::new(&HashAlgorithm::Sha256, 100, false);
         let mut body = std::pin::pin!(stream(&[b"ab", b"c"]));
         let filled = std::future::poll_fn(|cx| buf.poll_fill(body.as_mut(), cx)).await;
         assert!(matches!(filled, Filled::End));

@@ -42,6 +42,7 @@ pub(crate) struct Config {
     pub(crate) disclose_current_etag: bool,
     pub(crate) weak_etags: bool,
     pub(crate) last_modified_from_lookup: bool,
+    pub(crate) outcome_extension: bool,
     pub(crate) warned_invalid_etag: Arc<AtomicBool>,
 }
 
@@ -104,6 +105,7 @@ impl Default for Config {
             disclose_current_etag: false,
             weak_etags: false,
             last_modified_from_lookup: false,
+            outcome_extension: false,
             warned_invalid_etag: Arc::new(AtomicBool::new(false)),
         }
     }

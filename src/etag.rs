@@ -18,11 +18,12 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use http::HeaderValue;
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
 /// An entity tag: an opaque validator, strong (`"xyz"`) or weak (`W/"xyz"`).
 ///
@@ -129,12 +130,12 @@ impl EntityTag {
     /// assert_eq!(tag.to_string(), "\"47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU\"");
     /// ```
     pub fn from_content(content: &[u8]) -> Self {
-        Self::from_content_with(HashAlgorithm::Sha256, content)
+        Self::from_content_with(&HashAlgorithm::Sha256, content)
     }
 
     /// The strong tag of `content` under `algorithm`; what a layer configured with
     /// [`hash_algorithm`](crate::ConditionalLayer::hash_algorithm) computes.
-    pub fn from_content_with(algorithm: HashAlgorithm, content: &[u8]) -> Self {
+    pub fn from_content_with(algorithm: &HashAlgorithm, content: &[u8]) -> Self {
         let mut hasher = ETagHasher::with_algorithm(algorithm);
         hasher.update(content);
         hasher.finish()
@@ -246,9 +247,12 @@ impl From<&EntityTag> for HeaderValue {
     }
 }
 
-/// The content hash behind strong tags. Both produce 32 bytes, printed the same way
-/// (43 characters of unpadded base64url between quotes).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The content hash behind the tags the layer computes.
+///
+/// SHA-256 and BLAKE3 produce 32 bytes, printed as 43 characters of unpadded base64url
+/// between quotes. [`HashAlgorithm::custom`] plugs in any other incremental hash; the layer
+/// keeps the encoding, the quoting and the strong/weak handling.
+#[derive(Clone, Default)]
 #[non_exhaustive]
 pub enum HashAlgorithm {
     /// SHA-256 (the default): the tag is what any SHA-256 tool computes for the bytes.
@@ -259,22 +263,169 @@ pub enum HashAlgorithm {
     #[cfg(feature = "blake3")]
     #[cfg_attr(docsrs, doc(cfg(feature = "blake3")))]
     Blake3,
+    /// A hash of your choice; see [`HashAlgorithm::custom`].
+    Custom(Arc<dyn ContentHash>),
+}
+
+impl HashAlgorithm {
+    /// A hash of your choice, e.g. a keyed hash (an HMAC with a deployment secret, so a tag
+    /// confirms nothing about content to someone who can guess it) or a faster one.
+    ///
+    /// **A non-cryptographic hash (xxHash, FNV, …) lets an attacker craft two bodies with
+    /// one tag**: a cache or a client holding the first would take the second as unchanged,
+    /// and an `If-Match` write validated against the first would win against the second.
+    /// Use one only where nobody who can write content is an adversary of somebody who
+    /// reads it. Each tag costs one allocation for the boxed hasher.
+    ///
+    /// ```
+    /// use tower_conditional::{ContentHash, ContentHasher, Digest, EntityTag, HashAlgorithm};
+    ///
+    /// /// FNV-1a, 64 bits: fast and NOT collision resistant (see above).
+    /// struct Fnv;
+    /// struct FnvState(u64);
+    ///
+    /// impl ContentHash for Fnv {
+    ///     fn hasher(&self) -> Box<dyn ContentHasher> {
+    ///         Box::new(FnvState(0xcbf2_9ce4_8422_2325))
+    ///     }
+    /// }
+    ///
+    /// impl ContentHasher for FnvState {
+    ///     fn update(&mut self, bytes: &[u8]) {
+    ///         for &b in bytes {
+    ///             self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    ///         }
+    ///     }
+    ///     fn finish(self: Box<Self>) -> Digest {
+    ///         Digest::new(&self.0.to_be_bytes())
+    ///     }
+    /// }
+    ///
+    /// let fnv = HashAlgorithm::custom(Fnv);
+    /// let tag = EntityTag::from_content_with(&fnv, b"hello");
+    /// assert_eq!(tag.opaque().len(), 11); // 8 bytes, base64url
+    /// ```
+    pub fn custom<H: ContentHash>(hash: H) -> Self {
+        HashAlgorithm::Custom(Arc::new(hash))
+    }
+}
+
+impl fmt::Debug for HashAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HashAlgorithm::Sha256 => f.write_str("Sha256"),
+            #[cfg(feature = "blake3")]
+            HashAlgorithm::Blake3 => f.write_str("Blake3"),
+            HashAlgorithm::Custom(_) => f.write_str("Custom(..)"),
+        }
+    }
+}
+
+/// A content hash for [`HashAlgorithm::custom`]: makes one [`ContentHasher`] per body.
+pub trait ContentHash: Send + Sync + 'static {
+    /// A hasher that has seen no bytes.
+    fn hasher(&self) -> Box<dyn ContentHasher>;
+}
+
+/// One body's incremental hash state; see [`HashAlgorithm::custom`].
+pub trait ContentHasher: Send {
+    /// Feeds the next bytes of the body. The result must not depend on how the body was
+    /// split into chunks.
+    fn update(&mut self, bytes: &[u8]);
+
+    /// The digest of every byte fed.
+    fn finish(self: Box<Self>) -> Digest;
+}
+
+/// A digest of at most 64 bytes, printed in a tag as unpadded base64url.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Digest {
+    bytes: [u8; Digest::MAX],
+    len: u8,
+}
+
+impl Digest {
+    /// The longest digest kept; longer input is truncated to it.
+    pub const MAX: usize = 64;
+
+    /// A digest of these bytes (the first 64, if there are more).
+    pub fn new(bytes: &[u8]) -> Self {
+        let len = bytes.len().min(Self::MAX);
+        let mut digest = Digest {
+            bytes: [0; Self::MAX],
+            len: len as u8,
+        };
+        digest.bytes[..len].copy_from_slice(&bytes[..len]);
+        digest
+    }
+
+    /// The digest's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Digest").field(&self.as_bytes()).finish()
+    }
 }
 
 /// Computes [`EntityTag::from_content`] incrementally, chunk by chunk.
 ///
 /// The result depends only on the concatenated bytes, never on where chunks were split.
-#[derive(Clone)]
 pub struct ETagHasher {
     state: HasherState,
 }
 
-#[derive(Clone)]
 enum HasherState {
     Sha256(Sha256),
     // Boxed: BLAKE3's state is ~2 KiB, and the hasher lives inline in response futures.
     #[cfg(feature = "blake3")]
-    Blake3(Box<blake3::Hasher>),
+    Blake3(Box<Blake3Staged>),
+    Custom(Box<dyn ContentHasher>),
+}
+
+/// BLAKE3 fed through a staging buffer: its SIMD paths need several 1 KiB chunks in one
+/// `update`, so bodies that arrive in small pieces are gathered first and hash as fast as
+/// one large piece.
+#[cfg(feature = "blake3")]
+struct Blake3Staged {
+    hasher: blake3::Hasher,
+    stage: [u8; BLAKE3_STAGE],
+    staged: usize,
+}
+
+#[cfg(feature = "blake3")]
+const BLAKE3_STAGE: usize = 16 * 1024;
+
+#[cfg(feature = "blake3")]
+impl Blake3Staged {
+    fn update(&mut self, mut bytes: &[u8]) {
+        if self.staged == 0 && bytes.len() >= BLAKE3_STAGE {
+            self.hasher.update(bytes);
+            return;
+        }
+        while !bytes.is_empty() {
+            let n = (BLAKE3_STAGE - self.staged).min(bytes.len());
+            self.stage[self.staged..self.staged + n].copy_from_slice(&bytes[..n]);
+            self.staged += n;
+            bytes = &bytes[n..];
+            if self.staged == BLAKE3_STAGE {
+                self.hasher.update(&self.stage);
+                self.staged = 0;
+                if bytes.len() >= BLAKE3_STAGE {
+                    self.hasher.update(bytes);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn finish(mut self) -> [u8; 32] {
+        self.hasher.update(&self.stage[..self.staged]);
+        *self.hasher.finalize().as_bytes()
+    }
 }
 
 impl Default for ETagHasher {
@@ -286,9 +437,10 @@ impl Default for ETagHasher {
 impl fmt::Debug for ETagHasher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let algorithm = match self.state {
-            HasherState::Sha256(_) => HashAlgorithm::Sha256,
+            HasherState::Sha256(_) => "Sha256",
             #[cfg(feature = "blake3")]
-            HasherState::Blake3(_) => HashAlgorithm::Blake3,
+            HasherState::Blake3(_) => "Blake3",
+            HasherState::Custom(_) => "Custom",
         };
         f.debug_struct("ETagHasher")
             .field("algorithm", &algorithm)
@@ -305,14 +457,18 @@ impl ETagHasher {
     }
 
     /// A hasher of the given algorithm that has seen no bytes.
-    pub fn with_algorithm(algorithm: HashAlgorithm) -> Self {
-        match algorithm {
-            HashAlgorithm::Sha256 => Self::new(),
+    pub fn with_algorithm(algorithm: &HashAlgorithm) -> Self {
+        let state = match algorithm {
+            HashAlgorithm::Sha256 => HasherState::Sha256(Sha256::new()),
             #[cfg(feature = "blake3")]
-            HashAlgorithm::Blake3 => ETagHasher {
-                state: HasherState::Blake3(Box::new(blake3::Hasher::new())),
-            },
-        }
+            HashAlgorithm::Blake3 => HasherState::Blake3(Box::new(Blake3Staged {
+                hasher: blake3::Hasher::new(),
+                stage: [0; BLAKE3_STAGE],
+                staged: 0,
+            })),
+            HashAlgorithm::Custom(hash) => HasherState::Custom(hash.hasher()),
+        };
+        ETagHasher { state }
     }
 
     /// Feeds the next bytes of the content.
@@ -320,30 +476,29 @@ impl ETagHasher {
         match &mut self.state {
             HasherState::Sha256(h) => h.update(chunk),
             #[cfg(feature = "blake3")]
-            HasherState::Blake3(h) => {
-                h.update(chunk);
-            }
+            HasherState::Blake3(h) => h.update(chunk),
+            HasherState::Custom(h) => h.update(chunk),
         }
     }
 
     /// The strong tag of every byte fed so far.
     pub fn finish(self) -> EntityTag {
-        let digest: [u8; 32] = match self.state {
-            HasherState::Sha256(h) => h.finalize().into(),
+        let digest = match self.state {
+            HasherState::Sha256(h) => Digest::new(&h.finalize()),
             #[cfg(feature = "blake3")]
-            HasherState::Blake3(h) => *h.finalize().as_bytes(),
+            HasherState::Blake3(h) => Digest::new(&h.finish()),
+            HasherState::Custom(h) => h.finish(),
         };
-        // 32 bytes -> 43 base64 characters, plus two quotes.
-        let mut raw = [0u8; 45];
+        // At most 64 bytes -> 86 base64 characters, plus two quotes.
+        let mut raw = [0u8; 88];
         raw[0] = b'"';
-        raw[44] = b'"';
         let written = URL_SAFE_NO_PAD
-            .encode_slice(digest, &mut raw[1..44])
-            .expect("43 bytes hold unpadded base64 of 32 bytes");
-        debug_assert_eq!(written, 43);
+            .encode_slice(digest.as_bytes(), &mut raw[1..87])
+            .expect("86 bytes hold unpadded base64 of 64 bytes");
+        raw[written + 1] = b'"';
         EntityTag {
             weak: false,
-            raw: HeaderValue::from_bytes(&raw)
+            raw: HeaderValue::from_bytes(&raw[..written + 2])
                 .expect("base64url characters are valid header bytes"),
         }
     }
@@ -352,6 +507,57 @@ impl ETagHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every algorithm: any chunking of the same bytes gives the same tag.
+    #[test]
+    fn tags_do_not_depend_on_chunking() {
+        struct Sum;
+        struct SumState(u64);
+        impl ContentHash for Sum {
+            fn hasher(&self) -> Box<dyn ContentHasher> {
+                Box::new(SumState(0))
+            }
+        }
+        impl ContentHasher for SumState {
+            fn update(&mut self, bytes: &[u8]) {
+                for &b in bytes {
+                    self.0 = self.0.wrapping_mul(31).wrapping_add(u64::from(b));
+                }
+            }
+            fn finish(self: Box<Self>) -> Digest {
+                Digest::new(&self.0.to_be_bytes())
+            }
+        }
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut algorithms = vec![HashAlgorithm::Sha256, HashAlgorithm::custom(Sum)];
+        #[cfg(feature = "blake3")]
+        algorithms.push(HashAlgorithm::Blake3);
+        for algorithm in &algorithms {
+            let whole = EntityTag::from_content_with(algorithm, &data);
+            for chunk in [1, 511, 512, 4096, 16 * 1024, 16 * 1024 + 1, 40_000] {
+                let mut h = ETagHasher::with_algorithm(algorithm);
+                for part in data.chunks(chunk) {
+                    h.update(part);
+                }
+                assert_eq!(h.finish(), whole, "{algorithm:?} in chunks of {chunk}");
+            }
+            // Uneven pieces around the staging size.
+            let mut h = ETagHasher::with_algorithm(algorithm);
+            let (a, rest) = data.split_at(100);
+            let (b, c) = rest.split_at(20_000);
+            h.update(a);
+            h.update(b);
+            h.update(c);
+            assert_eq!(h.finish(), whole, "{algorithm:?} uneven");
+        }
+        #[cfg(feature = "blake3")]
+        assert_eq!(
+            EntityTag::from_content_with(&HashAlgorithm::Blake3, b"abc").opaque(),
+            URL_SAFE_NO_PAD
+                .encode(blake3::hash(b"abc").as_bytes())
+                .as_bytes()
+        );
+    }
 
     #[test]
     fn parses_strong_weak_and_empty() {
@@ -442,11 +648,11 @@ mod tests {
     #[cfg(feature = "blake3")]
     #[test]
     fn blake3_tags_have_the_same_form_and_differ_from_sha256() {
-        let b = EntityTag::from_content_with(HashAlgorithm::Blake3, b"abc");
+        let b = EntityTag::from_content_with(&HashAlgorithm::Blake3, b"abc");
         let expected = URL_SAFE_NO_PAD.encode(blake3::hash(b"abc").as_bytes());
         assert_eq!(b.to_string(), format!("\"{expected}\""));
         assert_ne!(b, EntityTag::from_content(b"abc"));
-        let mut h = ETagHasher::with_algorithm(HashAlgorithm::Blake3);
+        let mut h = ETagHasher::with_algorithm(&HashAlgorithm::Blake3);
         h.update(b"a");
         h.update(b"bc");
         assert_eq!(h.finish(), b);

@@ -462,7 +462,9 @@ impl<P> Exchange<P> {
             status = response.status().as_u16(),
             "conditional"
         );
-        response.extensions_mut().insert(outcome);
+        if self.config.outcome_extension {
+            response.extensions_mut().insert(outcome);
+        }
         response
     }
 
@@ -557,7 +559,7 @@ impl<P: Predicate> Exchange<P> {
             return self.decide(Ok(Current::Exists(found)), pending);
         }
         if self.why_untagged(&response, false, true).is_none() {
-            let buf = HashBuffer::new(self.config.hash, self.config.max_buffer, false);
+            let buf = HashBuffer::new(&self.config.hash, self.config.max_buffer, false);
             return Next::State(State::GetBody {
                 body: response.into_body(),
                 buf,
@@ -789,7 +791,7 @@ impl<P: Predicate> Exchange<P> {
                 Next::State(State::Buffering {
                     head,
                     body: Box::pin(body),
-                    buf: HashBuffer::new(self.config.hash, self.config.max_buffer, true),
+                    buf: HashBuffer::new(&self.config.hash, self.config.max_buffer, true),
                     deadline: Deadline::new(self.config.max_buffer_time),
                 })
             }

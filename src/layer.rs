@@ -263,6 +263,16 @@ impl<L, P> ConditionalLayer<L, P> {
         self
     }
 
+    /// Whether each response carries its [`Outcome`](crate::Outcome) as an extension (default
+    /// `false`). Inserting the first extension into a response costs three small
+    /// allocations, more than the rest of the layer's work on the 200 path, so it is opt-in:
+    /// turn it on where a metrics layer or a test reads it. The debug-level `tracing` event
+    /// with the same outcome is emitted either way.
+    pub fn outcome_extension(mut self, enabled: bool) -> Self {
+        self.config.outcome_extension = enabled;
+        self
+    }
+
     /// Puts the target's current `ETag` into 412 responses (default `false`).
     ///
     /// Handy for clients that retry at once, but it tells the caller the current version —

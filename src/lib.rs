@@ -30,7 +30,9 @@ pub use crate::coding::{CodingTags, CodingTagsFuture, CodingTagsLayer};
 #[doc(inline)]
 pub use crate::config::{DEFAULT_MAX_BUFFER, DEFAULT_MAX_BUFFER_TIME};
 #[doc(inline)]
-pub use crate::etag::{ETagHasher, EntityTag, HashAlgorithm, InvalidEntityTag};
+pub use crate::etag::{
+    ContentHash, ContentHasher, Digest, ETagHasher, EntityTag, HashAlgorithm, InvalidEntityTag,
+};
 #[doc(inline)]
 pub use crate::future::ResponseFuture;
 #[doc(inline)]

@@ -4,19 +4,21 @@
 
 use crate::response::RejectionKind;
 
-/// What the layer did with a response. Every response that leaves the layer carries one in
-/// its extensions; the same is logged with `tracing` at debug level (target
-/// `tower_conditional`).
+/// What the layer did with a response: logged for every response with `tracing` at debug
+/// level (target `tower_conditional`), and carried as a response extension with
+/// [`ConditionalLayer::outcome_extension`](crate::ConditionalLayer::outcome_extension).
 ///
 /// ```
 /// use std::convert::Infallible;
 /// use http::{Request, Response};
 /// use tower::{service_fn, ServiceExt};
-/// use tower_conditional::{Conditional, Outcome};
+/// use tower::Layer;
+/// use tower_conditional::{ConditionalLayer, Outcome};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let svc = Conditional::new(service_fn(|_req: Request<String>| async {
+/// let layer = ConditionalLayer::new().outcome_extension(true);
+/// let svc = layer.layer(service_fn(|_req: Request<String>| async {
 ///     Ok::<_, Infallible>(Response::new(http_body_util::Full::new(bytes::Bytes::from("hi"))))
 /// }));
 /// let response = svc.oneshot(Request::new(String::new())).await.unwrap();

@@ -64,7 +64,10 @@ async fn weak_etags_revalidate_but_never_satisfy_a_strong_if_match() {
             Ok::<_, Infallible>(text(stored))
         }
     });
-    let layer = ConditionalLayer::new().lookup(lookup).weak_etags(true);
+    let layer = ConditionalLayer::new()
+        .outcome_extension(true)
+        .lookup(lookup)
+        .weak_etags(true);
 
     let svc = layer.clone().layer(handler.clone());
     let first = svc.clone().oneshot(get("/")).await.unwrap();
@@ -99,15 +102,17 @@ async fn weak_etags_revalidate_but_never_satisfy_a_strong_if_match() {
 
 #[tokio::test]
 async fn a_handler_opts_a_response_out_and_its_own_tag_still_revalidates() {
-    let svc = ConditionalLayer::new().layer(service_fn(|req: Request<String>| async move {
-        let mut resp = text("changes on every read");
-        resp.extensions_mut().insert(NoTag);
-        if req.uri().path() == "/own" {
-            resp.headers_mut()
-                .insert(header::ETAG, HeaderValue::from_static("\"v7\""));
-        }
-        Ok::<_, Infallible>(resp)
-    }));
+    let svc = ConditionalLayer::new()
+        .outcome_extension(true)
+        .layer(service_fn(|req: Request<String>| async move {
+            let mut resp = text("changes on every read");
+            resp.extensions_mut().insert(NoTag);
+            if req.uri().path() == "/own" {
+                resp.headers_mut()
+                    .insert(header::ETAG, HeaderValue::from_static("\"v7\""));
+            }
+            Ok::<_, Infallible>(resp)
+        }));
     let resp = svc.clone().oneshot(get("/")).await.unwrap();
     assert!(!resp.headers().contains_key(header::ETAG));
     assert_eq!(outcome(&resp), Outcome::Untagged(Untagged::OptOut));
@@ -121,14 +126,16 @@ async fn a_handler_opts_a_response_out_and_its_own_tag_still_revalidates() {
 
 #[tokio::test]
 async fn no_store_responses_pass_untouched() {
-    let svc = ConditionalLayer::new().layer(service_fn(|_: Request<String>| async {
-        let mut resp = text("secret balance");
-        resp.headers_mut().insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("private, no-store"),
-        );
-        Ok::<_, Infallible>(resp)
-    }));
+    let svc = ConditionalLayer::new()
+        .outcome_extension(true)
+        .layer(service_fn(|_: Request<String>| async {
+            let mut resp = text("secret balance");
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, no-store"),
+            );
+            Ok::<_, Infallible>(resp)
+        }));
     let resp = svc.oneshot(get("/")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(!resp.headers().contains_key(header::ETAG));
@@ -168,11 +175,15 @@ async fn paused_bodies_reach_the_client_before_they_resume() {
     for (content_type, layer) in [
         (
             "application/x-ndjson",
-            ConditionalLayer::new().max_buffer_time(None),
+            ConditionalLayer::new()
+                .outcome_extension(true)
+                .max_buffer_time(None),
         ),
         (
             "application/json",
-            ConditionalLayer::new().max_buffer_time(Duration::from_millis(100)),
+            ConditionalLayer::new()
+                .outcome_extension(true)
+                .max_buffer_time(Duration::from_millis(100)),
         ),
     ] {
         let gates: Arc<Mutex<Vec<tokio::sync::oneshot::Receiver<()>>>> = Arc::default();
@@ -235,6 +246,7 @@ async fn the_outcome_is_a_response_extension() {
         Ok::<_, Infallible>(resp)
     });
     let svc = ConditionalLayer::new()
+        .outcome_extension(true)
         .lookup(lookup)
         .max_buffer(32)
         .require_preconditions(true)
@@ -280,9 +292,11 @@ async fn the_outcome_is_a_response_extension() {
     }
 
     // Without a lookup: the misconfiguration answer is an outcome too.
-    let bare = ConditionalLayer::new().layer(service_fn(|_: Request<String>| async {
-        Ok::<_, Infallible>(text("x"))
-    }));
+    let bare = ConditionalLayer::new()
+        .outcome_extension(true)
+        .layer(service_fn(|_: Request<String>| async {
+            Ok::<_, Infallible>(text("x"))
+        }));
     let resp = bare
         .oneshot(with(put("/"), "if-match", &tag))
         .await
@@ -318,9 +332,11 @@ async fn the_outcome_is_traced_at_debug_level() {
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    let svc = ConditionalLayer::new().layer(service_fn(|_: Request<String>| async {
-        Ok::<_, Infallible>(text("traced"))
-    }));
+    let svc = ConditionalLayer::new()
+        .outcome_extension(true)
+        .layer(service_fn(|_: Request<String>| async {
+            Ok::<_, Infallible>(text("traced"))
+        }));
     let tag = EntityTag::from_content(b"traced").to_string();
     let resp = svc
         .oneshot(with(get("/"), "if-none-match", &tag))
@@ -344,6 +360,7 @@ async fn last_modified_comes_from_the_lookup_when_asked() {
         async move { Ok::<_, Infallible>(Some(Validators::new().with_last_modified(t))) }
     });
     let svc = ConditionalLayer::new()
+        .outcome_extension(true)
         .lookup(lookup)
         .last_modified_from_lookup(true)
         .layer(service_fn(|_: Request<String>| async {
@@ -412,6 +429,7 @@ async fn a_lookup_answered_304_carries_what_the_200_would() {
     let revalidate = || with(get("/doc"), "if-none-match", &tag.to_string());
     for lookup_reads in [true, false] {
         let svc = ConditionalLayer::new()
+            .outcome_extension(true)
             .lookup(lookup.clone())
             .lookup_reads(lookup_reads)
             .layer(handler.clone());

@@ -608,7 +608,7 @@ async fn blake3_is_opt_in_per_layer() {
         .hash_algorithm(HashAlgorithm::Blake3)
         .layer(page(b"fast"));
     let resp = svc.clone().oneshot(get("/")).await.unwrap();
-    let tag = EntityTag::from_content_with(HashAlgorithm::Blake3, b"fast");
+    let tag = EntityTag::from_content_with(&HashAlgorithm::Blake3, b"fast");
     assert_eq!(resp.headers()[header::ETAG], tag.to_header_value());
     assert_ne!(tag, EntityTag::from_content(b"fast"));
     let again = svc
