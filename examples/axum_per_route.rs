@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -99,19 +99,20 @@ fn app() -> Router {
     let notes = Notes::default();
     let lookup_notes = notes.clone();
     let notes_lookup = lookup_fn(move |req: LookupRequest| {
-        let id = req
-            .uri()
-            .path()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        let found = lookup_notes
-            .lock()
-            .unwrap()
-            .get(&id)
-            .map(|t| Validators::new().with_etag(EntityTag::from_content(t.as_bytes())));
-        async move { Ok::<_, Infallible>(found) }
+        let notes = lookup_notes.clone();
+        async move {
+            // The id as the handlers' `Path` extractor decodes it (`/notes/%61` is `a`).
+            let (mut parts, ()) = req.into_parts();
+            let Ok(Path(id)) = Path::<String>::from_request_parts(&mut parts, &()).await else {
+                return Ok::<_, Infallible>(None);
+            };
+            let found = notes
+                .lock()
+                .unwrap()
+                .get(&id)
+                .map(|t| Validators::new().with_etag(EntityTag::from_content(t.as_bytes())));
+            Ok(found)
+        }
     });
     let config = Arc::new(Mutex::new(String::from("mode = safe\n")));
     let config_read = config.clone();

@@ -10,6 +10,7 @@ use bytes::{Buf, Bytes};
 use http::HeaderMap;
 use http_body::Body;
 
+use crate::config::Config;
 use crate::etag::{ETagHasher, EntityTag, HashAlgorithm};
 
 /// Chunks held in arrival order. One chunk, the common case, needs no allocation.
@@ -123,6 +124,11 @@ impl HashBuffer {
         }
     }
 
+    /// How many bytes were read.
+    pub(crate) fn len(&self) -> u64 {
+        self.held.len
+    }
+
     /// The tag of every byte read, and what is held.
     pub(crate) fn finish(self) -> (EntityTag, Held) {
         (self.hasher.finish(), self.held)
@@ -164,16 +170,18 @@ impl Deadline {
     /// Called when the body is not ready: whether the time is up. Registers for a wake-up
     /// at the deadline otherwise.
     #[cfg(feature = "tokio")]
-    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>, config: &Config) -> bool {
         let Some(limit) = self.limit else {
             return false;
         };
         if self.sleep.is_none() {
-            if tokio::runtime::Handle::try_current().is_err() {
-                self.limit = None;
-                return false;
+            match config.sleep(limit) {
+                Some(sleep) => self.sleep = Some(sleep),
+                None => {
+                    self.limit = None;
+                    return false;
+                }
             }
-            self.sleep = Some(Box::pin(tokio::time::sleep(limit)));
         }
         match &mut self.sleep {
             Some(sleep) => sleep.as_mut().poll(cx).is_ready(),
@@ -182,7 +190,7 @@ impl Deadline {
     }
 
     #[cfg(not(feature = "tokio"))]
-    pub(crate) fn poll_expired(&mut self, _cx: &mut Context<'_>) -> bool {
+    pub(crate) fn poll_expired(&mut self, _cx: &mut Context<'_>, _config: &Config) -> bool {
         false
     }
 }

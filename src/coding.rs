@@ -8,13 +8,15 @@
 //!
 //! * on the way out, a response with `Content-Encoding: gzip` and tag `"T"` gets `"T;gzip"` —
 //!   each coding has its own strong tag;
-//! * on the way in, `If-Match` and `If-Range` (and `If-None-Match` on writes) have the suffix
-//!   removed before the conditional layer compares them with the identity tag its lookup
-//!   computes — so a write from a gzip client validates, and a stale one gets 412;
-//! * `If-None-Match` on GET/HEAD is evaluated here, on the final response — so `"T;gzip"`
-//!   revalidates a gzip response to 304 and never an identity one, and `"T"` the reverse.
-//!   (The inner layer does not see it, so the response is produced and compressed before
-//!   it is replaced by the 304: the price of telling the codings apart.)
+//! * on a write, `If-Match` and `If-None-Match` have the suffix removed before the
+//!   conditional layer compares them with the identity tag its lookup computes — so a write
+//!   from a gzip client validates, and a stale one gets 412;
+//! * on a read, `If-None-Match` and `If-Match` are evaluated here, on the final response —
+//!   so `"T;gzip"` revalidates a gzip response to 304 and never an identity one, and `"T"`
+//!   the reverse. (The inner layer does not see them, so the response is produced and
+//!   compressed before it is replaced by the 304: the price of telling the codings apart.)
+//!   An `If-Range` with a coding's tag drops the `Range` (compression leaves parts alone, so
+//!   such a tag never names a part): the whole response comes back.
 //!
 //! ```
 //! use tower::ServiceBuilder;
@@ -34,7 +36,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::{Body, SizeHint};
 use pin_project_lite::pin_project;
 use tower::Service;
@@ -43,7 +45,9 @@ use tower_layer::Layer;
 use crate::body::ConditionalBody;
 use crate::etag::EntityTag;
 use crate::header::TagList;
-use crate::response::into_not_modified;
+use crate::outcome::Outcome;
+use crate::precondition::Failed;
+use crate::response::{into_not_modified, Rejection, RejectionKind};
 
 /// The codings whose suffix is recognised on incoming tags.
 const CODINGS: [&str; 5] = ["gzip", "br", "deflate", "zstd", "compress"];
@@ -107,25 +111,91 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let read = req.method() == Method::GET || req.method() == Method::HEAD;
         let headers = req.headers_mut();
-        strip_suffixes(headers, header::IF_MATCH);
-        strip_suffixes(headers, header::IF_RANGE);
-        let if_none_match = if read && headers.contains_key(header::IF_NONE_MATCH) {
-            // Evaluated here, on the response as it goes out: inside, the identity tag would
-            // let a gzip client's cache revalidate with an identity response's tag. Without
-            // If-None-Match inside, If-Modified-Since must go too (RFC 9110 §13.2.2).
-            let list = TagList::parse(headers.get_all(header::IF_NONE_MATCH))
-                .ok()
-                .flatten();
-            headers.remove(header::IF_NONE_MATCH);
-            headers.remove(header::IF_MODIFIED_SINCE);
-            list
-        } else {
+        if !read {
+            // A write has no coding: its conditions name the identity tag the lookup knows.
+            strip_suffixes(headers, header::IF_MATCH);
             strip_suffixes(headers, header::IF_NONE_MATCH);
-            None
+            return CodingTagsFuture {
+                inner: self.inner.call(req),
+                checks: Checks::default(),
+            };
+        }
+        // A read's tags are checked here, on the response as it goes out: inside, a coding's
+        // tag would be compared with the identity tag. Without If-Match and If-None-Match
+        // inside, the date conditions they override must go too (RFC 9110 §13.2.2).
+        let checks = Checks {
+            if_match: take_list(headers, header::IF_MATCH, header::IF_UNMODIFIED_SINCE),
+            if_none_match: take_list(headers, header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE),
         };
+        let coded_if_range = TagList::parse(headers.get_all(header::IF_RANGE))
+            .ok()
+            .flatten()
+            .is_some_and(|list| match list {
+                TagList::Tags(tags) => tags.iter().any(|t| identity_tag(&t).is_some()),
+                _ => false,
+            });
+        if coded_if_range || checks.if_match.is_some() {
+            // A coding's tag never names a part (compression leaves 206s alone), and If-Match
+            // can only be checked on the whole response: no Range.
+            headers.remove(header::RANGE);
+            headers.remove(header::IF_RANGE);
+        }
         CodingTagsFuture {
             inner: self.inner.call(req),
-            if_none_match,
+            checks,
+        }
+    }
+}
+
+/// Removes a list field (and the date field it overrides) from a read, keeping what it said.
+fn take_list(headers: &mut HeaderMap, list: HeaderName, date: HeaderName) -> Option<ListCheck> {
+    if !headers.contains_key(&list) {
+        return None;
+    }
+    let parsed = TagList::parse(headers.get_all(&list)).ok().flatten();
+    headers.remove(list);
+    headers.remove(date);
+    Some(match parsed {
+        Some(list) => ListCheck::List(list),
+        None => ListCheck::Malformed,
+    })
+}
+
+/// What a read's list field said.
+#[derive(Debug)]
+enum ListCheck {
+    List(TagList),
+    Malformed,
+}
+
+/// The conditions a read leaves for the adapter to check on the final response.
+#[derive(Debug, Default)]
+struct Checks {
+    if_match: Option<ListCheck>,
+    if_none_match: Option<ListCheck>,
+}
+
+impl Checks {
+    /// The answer the final response gets: `None` to send it as it is.
+    fn verdict(&self, tag: Option<&EntityTag>) -> Option<StatusCode> {
+        // If-Match: strong comparison; malformed or unmatched fails (as in the layer).
+        if let Some(check) = &self.if_match {
+            let matched = match (check, tag) {
+                (ListCheck::List(TagList::Any), _) => true,
+                (ListCheck::List(list), Some(tag)) => list.matches_strong(tag),
+                _ => false,
+            };
+            if !matched {
+                return Some(StatusCode::PRECONDITION_FAILED);
+            }
+        }
+        // If-None-Match: weak comparison; a malformed one is ignored on reads.
+        match &self.if_none_match {
+            Some(ListCheck::List(TagList::Any)) => Some(StatusCode::NOT_MODIFIED),
+            Some(ListCheck::List(list)) if tag.is_some_and(|t| list.matches_weak(t)) => {
+                Some(StatusCode::NOT_MODIFIED)
+            }
+            _ => None,
         }
     }
 }
@@ -136,7 +206,7 @@ pin_project! {
     pub struct CodingTagsFuture<F> {
         #[pin]
         inner: F,
-        if_none_match: Option<TagList>,
+        checks: Checks,
     }
 }
 
@@ -157,10 +227,14 @@ where
         let this = self.project();
         let response = ready!(this.inner.poll(cx))?;
         let (mut head, body) = response.into_parts();
+        if !head.status.is_success() {
+            // A 304 or an error carries no coding of its own: nothing to suffix or check.
+            let body = ConditionalBody::pass_through(body);
+            return Poll::Ready(Ok(Response::from_parts(head, body)));
+        }
         let tag = match encoded_tag(&head.headers) {
             Some(tag) => {
-                let tag_value = tag.to_header_value();
-                head.headers.insert(header::ETAG, tag_value);
+                head.headers.insert(header::ETAG, tag.to_header_value());
                 Some(tag)
             }
             None => head
@@ -168,22 +242,29 @@ where
                 .get(header::ETAG)
                 .and_then(|v| EntityTag::try_from(v).ok()),
         };
-        let matched = head.status.is_success()
-            && tag.is_some_and(|tag| {
-                this.if_none_match
-                    .as_ref()
-                    .is_some_and(|list| list.matches_weak(&tag))
-            });
-        if matched {
-            drop(body);
-            into_not_modified(&mut head.status, &mut head.headers);
-            let empty = ConditionalBody::empty(SizeHint::new());
-            return Poll::Ready(Ok(Response::from_parts(head, empty)));
-        }
-        Poll::Ready(Ok(Response::from_parts(
-            head,
-            ConditionalBody::pass_through(body),
-        )))
+        let response = match this.checks.verdict(tag.as_ref()) {
+            None => Response::from_parts(head, ConditionalBody::pass_through(body)),
+            Some(StatusCode::NOT_MODIFIED) => {
+                drop(body);
+                into_not_modified(&mut head.status, &mut head.headers);
+                if head.extensions.get::<Outcome>().is_some() {
+                    head.extensions.insert(Outcome::NotModified);
+                }
+                Response::from_parts(head, ConditionalBody::empty(SizeHint::with_exact(0)))
+            }
+            Some(_) => {
+                drop(body);
+                let kind = RejectionKind::PreconditionFailed(Failed::IfMatch);
+                let mut response = Rejection::new(kind, None)
+                    .problem_response()
+                    .map(ConditionalBody::full);
+                if head.extensions.get::<Outcome>().is_some() {
+                    response.extensions_mut().insert(Outcome::Rejected(kind));
+                }
+                response
+            }
+        };
+        Poll::Ready(Ok(response))
     }
 }
 

@@ -44,6 +44,8 @@ pub(crate) struct Config {
     pub(crate) last_modified_from_lookup: bool,
     pub(crate) outcome_extension: bool,
     pub(crate) warned_invalid_etag: Arc<AtomicBool>,
+    /// Set once a timer could not be made (no Tokio runtime, or one without its timer).
+    pub(crate) no_timers: Arc<AtomicBool>,
 }
 
 impl Config {
@@ -74,6 +76,26 @@ impl Config {
         } else {
             tag
         }
+    }
+
+    /// A timer for `max_buffer_time`, or `None` where Tokio has none to give: outside a
+    /// runtime, or in one built without `enable_time` (where making one panics — caught here
+    /// once per layer, logged, and not tried again).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn sleep(&self, limit: Duration) -> Option<std::pin::Pin<Box<tokio::time::Sleep>>> {
+        if self.no_timers.load(Ordering::Relaxed) || tokio::runtime::Handle::try_current().is_err()
+        {
+            return None;
+        }
+        let made = std::panic::catch_unwind(|| Box::pin(tokio::time::sleep(limit)));
+        if made.is_err() {
+            self.no_timers.store(true, Ordering::Relaxed);
+            tracing::warn!(
+                "the Tokio runtime has no timer (enable_time): max_buffer_time is not applied, \
+                 bodies are held until they end or outgrow max_buffer"
+            );
+        }
+        made.ok()
     }
 
     /// Logs an invalid or repeated `ETag` from the service, once per layer.
@@ -107,6 +129,7 @@ impl Default for Config {
             last_modified_from_lookup: false,
             outcome_extension: false,
             warned_invalid_etag: Arc::new(AtomicBool::new(false)),
+            no_timers: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -157,7 +180,13 @@ pub(crate) fn normalized_path(path: &str) -> String {
                 continue;
             }
         }
-        out.push(bytes[i] as char);
+        if bytes[i].is_ascii() {
+            out.push(bytes[i] as char);
+        } else {
+            // Raw UTF-8 in a path is the same target as its percent-encoded form.
+            out.push('%');
+            out.push_str(&format!("{:02X}", bytes[i]));
+        }
         i += 1;
     }
     out
@@ -228,5 +257,14 @@ mod tests {
         assert_eq!(normalized_path("/items/%6"), "/items/%6");
         assert_eq!(normalized_path("/items/%zz"), "/items/%zz");
         assert_eq!(normalized_path("/a%"), "/a%");
+        // Raw UTF-8 and its percent-encoded spelling are one target.
+        assert_eq!(
+            normalized_path("/items/é"),
+            normalized_path("/items/%C3%A9")
+        );
+        assert_eq!(
+            normalized_path("/items/é"),
+            normalized_path("/items/%c3%a9")
+        );
     }
 }

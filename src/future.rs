@@ -79,6 +79,7 @@ pin_project! {
             #[pin]
             body: ResBody,
             buf: HashBuffer,
+            deadline: Deadline,
             found: Validators,
             pending: Pending<S, ReqBody, L>,
         },
@@ -296,8 +297,17 @@ where
                 };
                 exchange.on_get_head(response, pending)
             }
-            StateProj::GetBody { body, buf, .. } => {
-                let filled = ready!(buf.poll_fill(body, cx));
+            StateProj::GetBody {
+                body,
+                buf,
+                deadline,
+                ..
+            } => {
+                let filled = match buf.poll_fill(body, cx) {
+                    Poll::Ready(filled) => Some(filled),
+                    Poll::Pending if deadline.poll_expired(cx, &exchange.config) => None,
+                    Poll::Pending => return Poll::Pending,
+                };
                 let StateOwned::GetBody {
                     buf,
                     found,
@@ -344,7 +354,7 @@ where
             } => {
                 let filled = match buf.poll_fill(body.as_mut(), cx) {
                     Poll::Ready(filled) => Some(filled),
-                    Poll::Pending if deadline.poll_expired(cx) => None,
+                    Poll::Pending if deadline.poll_expired(cx, &exchange.config) => None,
                     Poll::Pending => return Poll::Pending,
                 };
                 let StateOwned::Buffering {
@@ -468,6 +478,18 @@ impl<P> Exchange<P> {
         response
     }
 
+    /// A part is not hashed, so `If-Match` or `If-Unmodified-Since` could not be checked on
+    /// it: without validators from a lookup, ask for the whole representation (a server may
+    /// always ignore `Range`, RFC 9110 §14.2).
+    pub(crate) fn whole_if_validated<B>(&self, req: &mut Request<B>) {
+        let validated =
+            self.conditions.if_match.is_present() || self.conditions.if_unmodified_since.is_some();
+        if self.conditions.has_range && validated {
+            req.headers_mut().remove(header::RANGE);
+            req.headers_mut().remove(header::IF_RANGE);
+        }
+    }
+
     /// From here on, `Range` and `If-Range` are the service's.
     pub(crate) fn hand_over_range(&mut self) {
         self.conditions.has_range = false;
@@ -490,8 +512,10 @@ impl<P> Exchange<P> {
         }
         // A 204 has no content and a 304's length may only be the 200's (RFC 9110 §8.6):
         // neither gets a length the layer made up.
+        // (hyper writes no Content-Length on a 204 or 304; an exact zero also keeps a
+        // compression layer outside from encoding nothing.)
         if head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED {
-            return Response::from_parts(head, ConditionalBody::empty(SizeHint::new()));
+            return Response::from_parts(head, ConditionalBody::empty(SizeHint::with_exact(0)));
         }
         let hint = body.hint();
         if let Some(n) = hint.exact() {
@@ -544,8 +568,9 @@ impl<P: Predicate> Exchange<P> {
         if status == StatusCode::NOT_FOUND {
             return self.decide(Ok(Current::Absent), pending);
         }
-        if status.is_client_error() {
-            // The write would be refused the same way (401, 403, …): say so, learn nothing.
+        if status.is_client_error() || status.is_redirection() {
+            // The write would be refused (401, 403, …) or sent elsewhere the same way: say
+            // so, learn nothing.
             let response = response.map(ConditionalBody::pass_through);
             return Next::Done(Ok((response, Outcome::Refused)));
         }
@@ -563,6 +588,7 @@ impl<P: Predicate> Exchange<P> {
             return Next::State(State::GetBody {
                 body: response.into_body(),
                 buf,
+                deadline: Deadline::new(self.config.max_buffer_time),
                 found,
                 pending,
             });
@@ -570,10 +596,10 @@ impl<P: Predicate> Exchange<P> {
         self.decide(Ok(Current::Exists(found)), pending)
     }
 
-    /// The internal GET's body ended, failed or outgrew the limit.
+    /// The internal GET's body ended, failed, outgrew the limit, or took too long (`None`).
     fn on_get_body<S, ReqBody, ResBody, L>(
         &mut self,
-        filled: Filled<ResBody::Error>,
+        filled: Option<Filled<ResBody::Error>>,
         buf: HashBuffer,
         mut found: Validators,
         pending: Pending<S, ReqBody, L>,
@@ -584,13 +610,14 @@ impl<P: Predicate> Exchange<P> {
         ResBody: Body,
     {
         let found = match filled {
-            Filled::End => {
+            Some(Filled::End) => {
                 found.set_etag(self.config.computed(buf.finish().0));
                 Ok(Current::Exists(found))
             }
             // Too large to carry an ETag on reads: the same here.
-            Filled::Overflow => Ok(Current::Exists(found)),
-            Filled::Failed(_) => Err("the body of the internal GET failed".into()),
+            Some(Filled::Overflow) => Ok(Current::Exists(found)),
+            Some(Filled::Failed(_)) => Err("the body of the internal GET failed".into()),
+            None => Err("the body of the internal GET did not end within max_buffer_time".into()),
         };
         self.decide(found, pending)
     }
@@ -624,6 +651,8 @@ impl<P: Predicate> Exchange<P> {
             Err(error) => {
                 // A full response is always a correct answer to a read.
                 tracing::warn!(%error, uri = %pending.req.uri(), "lookup failed; the read goes to the service");
+                let mut pending = pending;
+                self.whole_if_validated(&mut pending.req);
                 self.hand_over_range();
                 return Next::State(proceed(pending, None));
             }
@@ -644,16 +673,13 @@ impl<P: Predicate> Exchange<P> {
         L: VersionLookup<ReqBody>,
         ResBody: Body,
     {
-        // A date that cannot be evaluated (no Last-Modified to compare with) guards nothing.
-        let date_only =
-            !self.conditions.if_match.is_present() && !self.conditions.if_none_match.is_present();
-        if date_only
-            && self.config.requires_precondition(&self.method)
-            && current
-                .as_ref()
-                .and_then(Validators::last_modified)
-                .is_none()
-        {
+        // What cannot be evaluated guards nothing: a date without a Last-Modified to compare
+        // with, an empty If-None-Match list.
+        let dated = current
+            .as_ref()
+            .and_then(Validators::last_modified)
+            .is_some();
+        if self.config.requires_precondition(&self.method) && !self.conditions.guards(dated) {
             return Next::Done(Ok(self.answer(RejectionKind::PreconditionRequired)));
         }
         let decision = evaluate(
@@ -675,8 +701,16 @@ impl<P: Predicate> Exchange<P> {
                 let key = self
                     .config
                     .lock_key(pending.req.uri(), pending.req.headers());
-                let fut = locks.lock_for(key).lock_owned();
-                return Next::State(State::Locking { fut, pending });
+                let held = HeldLock {
+                    table: Arc::as_ptr(locks) as usize,
+                    key,
+                };
+                // The same layer applied twice (outside and inside) must not wait on itself.
+                if pending.req.extensions().get::<HeldLock>() != Some(&held) {
+                    let fut = locks.lock_for(held.key.clone()).lock_owned();
+                    pending.req.extensions_mut().insert(held);
+                    return Next::State(State::Locking { fut, pending });
+                }
             }
         }
         let expectation = Expectation::new(&self.conditions, current.as_ref());
@@ -722,7 +756,7 @@ impl<P: Predicate> Exchange<P> {
             }
             Decision::NotModified if self.config.lookup_reads => {
                 let (status, headers) = not_modified_from(&current);
-                let mut response = Response::new(ConditionalBody::empty(SizeHint::new()));
+                let mut response = Response::new(ConditionalBody::empty(SizeHint::with_exact(0)));
                 *response.status_mut() = status;
                 *response.headers_mut() = headers;
                 return Next::Done(Ok((response, Outcome::NotModified)));
@@ -848,6 +882,18 @@ impl<P: Predicate> Exchange<P> {
         ResBody: Body,
     {
         match filled {
+            Some(Filled::End) if !declared_length_matches(&head.headers, buf.len()) => {
+                // Not the representation: a HEAD handler's empty body under a declared
+                // length (axum routed the HEAD before the layer made it a GET), say.
+                let found = self.validators_of(&head.headers, None);
+                let body = ConditionalBody::replay(buf.into_held(), None);
+                self.finish_read(
+                    head,
+                    body,
+                    found,
+                    Outcome::Untagged(Untagged::LengthMismatch),
+                )
+            }
             Some(Filled::End) => {
                 let (tag, held) = buf.finish();
                 let mut found = self.validators_of(&head.headers, None);
@@ -907,10 +953,10 @@ impl<P: Predicate> Exchange<P> {
         L: VersionLookup<ReqBody>,
         ResBody: Body,
     {
-        // What a lookup already passed is not failed for want of a validator on this
-        // response (a 206 the layer does not hash, say).
-        let unknown = found.etag().is_none() && found.last_modified().is_none();
-        let decision = if self.conditions.is_empty() || (self.prechecked && unknown) {
+        // What a lookup already passed is not failed again for want of a tag on this
+        // response (a 206 the layer does not hash, carrying at most a date, say).
+        let decision = if self.conditions.is_empty() || (self.prechecked && found.etag().is_none())
+        {
             Decision::Proceed
         } else {
             evaluate(&self.method, &self.conditions, Some(&found), self.options())
@@ -934,7 +980,8 @@ impl<P: Predicate> Exchange<P> {
         if decision == Decision::NotModified {
             drop(body);
             into_not_modified(&mut head.status, &mut head.headers);
-            let empty = ConditionalBody::empty(SizeHint::new());
+            // An exact zero: no layer outside (compression) takes it for content to encode.
+            let empty = ConditionalBody::empty(SizeHint::with_exact(0));
             return Next::Done(Ok((
                 Response::from_parts(head, empty),
                 Outcome::NotModified,
@@ -942,6 +989,24 @@ impl<P: Predicate> Exchange<P> {
         }
         Next::Done(Ok((self.strip_head(head, body), outcome)))
     }
+}
+
+/// Whether the body read (`len` bytes) is as long as the response's `Content-Length` says,
+/// when it says anything.
+fn declared_length_matches(headers: &HeaderMap, len: u64) -> bool {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_none_or(|declared| declared == len)
+}
+
+/// Marks a request whose write lock is held, so a second application of the same layer
+/// (sharing its lock table) does not wait for the lock its own request holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HeldLock {
+    table: usize,
+    key: String,
 }
 
 /// Calls the service once it is ready again.
@@ -962,12 +1027,16 @@ where
 
 /// Whether a successful write's response should get the tag the lookup reports after it:
 /// only when it describes the request's own target — not a 201, whose tag would be the
-/// created resource's (RFC 9110 §15.3.2), nor a response naming another resource.
+/// created resource's (RFC 9110 §15.3.2), nor a response naming another resource — and not
+/// for PUT or DELETE.
 fn wants_new_etag<B>(method: &Method, response: &Response<B>) -> bool {
     let status = response.status();
     status.is_success()
         && status != StatusCode::CREATED
         && method != Method::DELETE
+        // RFC 9110 §9.3.4: no validator in a PUT's response unless the content was stored
+        // exactly as sent — which only the handler knows.
+        && method != Method::PUT
         && !response.headers().contains_key(header::ETAG)
         && !response.headers().contains_key(header::CONTENT_LOCATION)
         && !response.headers().contains_key(header::LOCATION)

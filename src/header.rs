@@ -309,6 +309,7 @@ pub(crate) fn parse_date_bytes(b: &[u8], now: SystemTime) -> Option<SystemTime> 
     if b.len() > 40 {
         return None;
     }
+    let two_digit_year = b.get(3) != Some(&b',') && b.contains(&b',');
     let (year, month, day, time) = if b.get(3) == Some(&b',') {
         // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT"
         if b.len() != 29 || !is_day_name(&b[..3]) || &b[4..5] != b" " || &b[25..] != b" GMT" {
@@ -333,7 +334,7 @@ pub(crate) fn parse_date_bytes(b: &[u8], now: SystemTime) -> Option<SystemTime> 
         let day = digits(&rest[2..4])?;
         let month = month(&rest[5..8])?;
         let yy = digits(&rest[9..11])?;
-        (full_year(yy, now), month, day, &rest[12..20])
+        (century_of(now) + yy, month, day, &rest[12..20])
     } else {
         // asctime: "Sun Nov  6 08:49:37 1994"
         if b.len() != 24 || !is_day_name(&b[..3]) || b[3] != b' ' || b[7] != b' ' {
@@ -357,10 +358,19 @@ pub(crate) fn parse_date_bytes(b: &[u8], now: SystemTime) -> Option<SystemTime> 
         digits(&time[3..5])?,
         digits(&time[6..8])?,
     );
-    if h > 23 || m > 59 || s > 59 || day == 0 || day > days_in_month(year, month) {
+    // 23:59:60 is a leap second, a valid time-of-day (RFC 9110 §5.6.7).
+    if h > 23 || m > 59 || s > 60 || day == 0 || day > days_in_month(year, month) {
         return None;
     }
-    let secs = days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s;
+    let at = |year| days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s;
+    let mut secs = at(year);
+    if two_digit_year && secs > seconds_of(now) + FIFTY_YEARS {
+        // More than 50 years ahead: the most recent past year with the same two digits.
+        if day > days_in_month(year - 100, month) {
+            return None;
+        }
+        secs = at(year - 100);
+    }
     if secs >= 0 {
         UNIX_EPOCH.checked_add(Duration::from_secs(secs as u64))
     } else {
@@ -420,19 +430,22 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// RFC 9110 §5.6.7: a two-digit year more than 50 years ahead of `now` is in the past.
-fn full_year(yy: i64, now: SystemTime) -> i64 {
-    let now_secs = now
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    // Good enough for a year: 365.2425 days on average.
-    let this_year = 1970 + now_secs / 31_556_952;
-    let century = this_year - this_year.rem_euclid(100);
-    let mut year = century + yy;
-    if year > this_year + 50 {
-        year -= 100;
+/// Fifty Gregorian years: 50 × 365.2425 days.
+const FIFTY_YEARS: i64 = 1_577_847_600;
+
+fn seconds_of(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
     }
-    year
+}
+
+/// The first year of `now`'s century, where a two-digit year is placed first (RFC 9110
+/// §5.6.7 then moves it back a century when that is more than 50 years ahead).
+fn century_of(now: SystemTime) -> i64 {
+    // Good enough for a year: 365.2425 days on average.
+    let this_year = 1970 + seconds_of(now).div_euclid(31_556_952);
+    this_year - this_year.rem_euclid(100)
 }
 
 /// Formats `time` as an IMF-fixdate header value; `None` outside the years an HTTP-date can
@@ -550,6 +563,23 @@ mod tests {
         assert_eq!(year("Monday, 01-Jun-77 00:00:00 GMT"), Some(1977));
         assert_eq!(year("Monday, 01-Jun-26 00:00:00 GMT"), Some(2026));
         assert_eq!(year("Monday, 01-Jun-70 00:00:00 GMT"), Some(2070));
+        // The rule compares instants, not years: 31 Dec 2076 is more than 50 years after
+        // 29 Nov 2026.
+        assert_eq!(
+            date("Thursday, 31-Dec-76 23:59:59 GMT").map(secs),
+            Some(220_924_799),
+            "1976-12-31T23:59:59Z"
+        );
+    }
+
+    #[test]
+    fn a_leap_second_is_a_valid_time() {
+        // RFC 9110 §5.6.7: time-of-day 00:00:00 - 23:59:60.
+        assert_eq!(
+            date("Sat, 31 Dec 2016 23:59:60 GMT").map(secs),
+            Some(1_483_228_800)
+        );
+        assert_eq!(date("Sat, 31 Dec 2016 23:59:61 GMT"), None);
     }
 
     #[test]
@@ -563,6 +593,7 @@ mod tests {
             "Sun, 29 Feb 1900 08:49:37 GMT",
             "Sun, 06 Nov 1994 24:00:00 GMT",
             "Sun, 06 Nov 1994 08:60:00 GMT",
+            "Sun, 06 Nov 1994 08:49:61 GMT",
             "Sun, 6 Nov 1994 08:49:37 GMT",
             "Sun, 06 Nov 94 08:49:37 GMT",
             "Sun, 06 Nov +994 08:49:37 GMT",

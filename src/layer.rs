@@ -158,7 +158,9 @@ impl<L, P> ConditionalLayer<L, P> {
     /// the layer sees it. So by default the layer sends the inner service a GET for a HEAD
     /// request, hashes that body, and returns its head with an empty body and the GET's
     /// `Content-Length`: the same `ETag` as GET, always. Turn it off when the inner service
-    /// answers HEAD itself with its own `ETag`; HEAD responses without one then get none.
+    /// answers HEAD itself with its own `ETag`; HEAD responses without one then get none —
+    /// and for routes that answer HEAD but not GET (a HEAD-only health check), which would
+    /// answer the forwarded GET with 405.
     pub fn head_as_get(mut self, enabled: bool) -> Self {
         self.config.head_as_get = enabled;
         self

@@ -67,6 +67,9 @@ pub enum Untagged {
     NoStore,
     /// A HEAD the service answered itself (`head_as_get(false)`): no body to hash.
     Head,
+    /// The body did not have the length its `Content-Length` declared (a HEAD handler's
+    /// empty body, typically): it is not the representation, so it is not tagged.
+    LengthMismatch,
 }
 
 /// A response extension with which a service asks the layer not to buffer or tag this

@@ -202,6 +202,19 @@ impl Conditions {
             || self.if_unmodified_since.is_some()
     }
 
+    /// Whether these conditions give a write something to be checked against: `If-Match`,
+    /// a non-empty `If-None-Match`, or an `If-Unmodified-Since` when the target has a
+    /// modification date (`dated`). What [`require_preconditions`] accepts.
+    ///
+    /// [`require_preconditions`]: crate::ConditionalLayer::require_preconditions
+    pub fn guards(&self, dated: bool) -> bool {
+        let if_none_match = match &self.if_none_match {
+            ListField::List(TagList::Tags(tags)) => !tags.is_empty(),
+            other => other.is_present(),
+        };
+        self.if_match.is_present() || if_none_match || (dated && self.if_unmodified_since.is_some())
+    }
+
     /// Whether the outcome depends on anything beyond the method, i.e. whether a current
     /// representation must be looked up to evaluate these conditions for `method`.
     pub fn needs_validators(&self, method: &Method) -> bool {

@@ -231,12 +231,7 @@ impl<S, L, P> Conditional<S, L, P> {
                 return ResponseFuture::new(State::Lookup { fut, pending }, exchange);
             }
         }
-        if ranged && validated {
-            // A part is not hashed, so If-Match could not be checked on it: ask for the
-            // whole representation (a server may always ignore Range, §14.2).
-            req.headers_mut().remove(header::RANGE);
-            req.headers_mut().remove(header::IF_RANGE);
-        }
+        exchange.whole_if_validated(&mut req);
         exchange.hand_over_range();
         self.call_now(exchange, req)
     }

@@ -81,7 +81,7 @@ fn malformations() -> Vec<(&'static str, Vec<u8>, usize)> {
         // resource was written: not malformed, and If-Unmodified-Since on them is false.
         ("year 0000", b"Sat, 01 Jan 0000 00:00:00 GMT".to_vec(), 1),
         ("year 1969", b"Wed, 31 Dec 1969 23:59:59 GMT".to_vec(), 1),
-        ("second 60", b"Fri, 31 Dec 9999 23:59:60 GMT".to_vec(), 1),
+        ("second 61", b"Fri, 31 Dec 9999 23:59:61 GMT".to_vec(), 1),
         (
             "list of dates",
             b"Sun, 06 Nov 1994 08:49:37 GMT, Sun, 06 Nov 1994 08:49:37 GMT".to_vec(),

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -45,7 +45,7 @@ pub fn app(db: Db, settings: &Settings) -> Router {
 }
 
 /// The lookup for one kind: the stored tag and modification time, straight from the row
-/// named by the last segment of the path.
+/// named by the route's `{id}`.
 pub fn lookup(
     db: Db,
     kind: &'static str,
@@ -59,14 +59,13 @@ pub fn lookup(
        + Sync {
     lookup_fn(move |req: LookupRequest| {
         let db = db.clone();
-        let id = req
-            .uri()
-            .path()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
         async move {
+            // The id exactly as the handlers' `Path` extractor decodes it (the lookup's
+            // request carries the route's parameters in its extensions).
+            let (mut parts, ()) = req.into_parts();
+            let Ok(Path(id)) = Path::<String>::from_request_parts(&mut parts, &()).await else {
+                return Ok(None);
+            };
             let row = db.get(kind, &id).await?;
             Ok::<_, crate::db::Error>(row.map(|row| {
                 let tag = entity_tag(&row.etag).expect("stored tags are valid");
