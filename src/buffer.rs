@@ -124,6 +124,22 @@ impl HashBuffer {
         }
     }
 
+    /// [`poll_fill`](Self::poll_fill), or `None` once `deadline` has passed while the body
+    /// kept the layer waiting.
+    pub(crate) fn poll_fill_within<B: Body>(
+        &mut self,
+        body: Pin<&mut B>,
+        deadline: &mut Deadline,
+        config: &Config,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Filled<B::Error>>> {
+        match self.poll_fill(body, cx) {
+            Poll::Ready(filled) => Poll::Ready(Some(filled)),
+            Poll::Pending if deadline.poll_expired(cx, config) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
     /// How many bytes were read.
     pub(crate) fn len(&self) -> u64 {
         self.held.len

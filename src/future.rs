@@ -303,11 +303,7 @@ where
                 deadline,
                 ..
             } => {
-                let filled = match buf.poll_fill(body, cx) {
-                    Poll::Ready(filled) => Some(filled),
-                    Poll::Pending if deadline.poll_expired(cx, &exchange.config) => None,
-                    Poll::Pending => return Poll::Pending,
-                };
+                let filled = ready!(buf.poll_fill_within(body, deadline, &exchange.config, cx));
                 let StateOwned::GetBody {
                     buf,
                     found,
@@ -352,11 +348,8 @@ where
                 deadline,
                 ..
             } => {
-                let filled = match buf.poll_fill(body.as_mut(), cx) {
-                    Poll::Ready(filled) => Some(filled),
-                    Poll::Pending if deadline.poll_expired(cx, &exchange.config) => None,
-                    Poll::Pending => return Poll::Pending,
-                };
+                let filled =
+                    ready!(buf.poll_fill_within(body.as_mut(), deadline, &exchange.config, cx));
                 let StateOwned::Buffering {
                     head, body, buf, ..
                 } = self.take()

@@ -73,6 +73,7 @@ use tower::util::{Oneshot, ServiceExt};
 use tower::Service;
 
 use crate::precondition::Validators;
+use crate::response::CONTENT_FIELDS;
 
 /// The request a version lookup receives: the original request's head, without its body.
 pub type LookupRequest = Request<()>;
@@ -322,21 +323,15 @@ pub(crate) fn head_of<B>(req: &Request<B>) -> LookupRequest {
     head
 }
 
-/// Fields that describe the request's own content or conditions: not forwarded on the
-/// internal GET.
-const NOT_FORWARDED: [header::HeaderName; 13] = [
+/// The request's own conditions and range: not forwarded on the internal GET (nor are the
+/// fields that describe the request's content).
+const NOT_FORWARDED: [header::HeaderName; 7] = [
     header::IF_MATCH,
     header::IF_NONE_MATCH,
     header::IF_MODIFIED_SINCE,
     header::IF_UNMODIFIED_SINCE,
     header::IF_RANGE,
     header::RANGE,
-    header::CONTENT_TYPE,
-    header::CONTENT_LENGTH,
-    header::CONTENT_ENCODING,
-    header::CONTENT_LANGUAGE,
-    header::CONTENT_RANGE,
-    header::TRANSFER_ENCODING,
     header::EXPECT,
 ];
 
@@ -349,7 +344,7 @@ pub(crate) fn internal_get<B: Default, T>(req: &Request<T>) -> Request<B> {
     *get.version_mut() = req.version();
     let mut headers = HeaderMap::with_capacity(req.headers().len());
     for (name, value) in req.headers() {
-        if !NOT_FORWARDED.contains(name) {
+        if !NOT_FORWARDED.contains(name) && !CONTENT_FIELDS.contains(name) {
             headers.append(name, value.clone());
         }
     }

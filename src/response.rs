@@ -270,24 +270,28 @@ fn percent_encode_grpc(s: &str) -> String {
     out
 }
 
-/// Representation metadata a 304 must not carry (RFC 9110 §15.4.5): the recipient already
-/// has it. `Last-Modified` is dropped separately, only when an `ETag` is present.
-const NOT_IN_304: [header::HeaderName; 7] = [
+/// Fields that describe a message's content (its type, length, coding, framing).
+pub(crate) const CONTENT_FIELDS: [header::HeaderName; 6] = [
     header::CONTENT_TYPE,
     header::CONTENT_LENGTH,
     header::CONTENT_ENCODING,
     header::CONTENT_LANGUAGE,
     header::CONTENT_RANGE,
     header::TRANSFER_ENCODING,
-    header::TRAILER,
 ];
+
+/// Representation metadata a 304 must not carry (RFC 9110 §15.4.5): the recipient already
+/// has it. `Last-Modified` is dropped separately, only when an `ETag` is present.
+fn not_in_304() -> impl Iterator<Item = header::HeaderName> {
+    CONTENT_FIELDS.into_iter().chain([header::TRAILER])
+}
 
 /// Turns the head of a 2xx response into the head of a 304: keeps `ETag`, `Cache-Control`,
 /// `Content-Location`, `Date`, `Expires`, `Vary` and non-representation fields such as
 /// `Set-Cookie`; drops content metadata, and `Last-Modified` when there is an `ETag`.
 pub(crate) fn into_not_modified(status: &mut StatusCode, headers: &mut HeaderMap) {
     *status = StatusCode::NOT_MODIFIED;
-    for name in NOT_IN_304 {
+    for name in not_in_304() {
         headers.remove(name);
     }
     if headers.contains_key(header::ETAG) {
@@ -300,7 +304,7 @@ pub(crate) fn into_not_modified(status: &mut StatusCode, headers: &mut HeaderMap
 /// now (RFC 9110 §8.8.2.1).
 pub(crate) fn not_modified_from(current: &Validators) -> (StatusCode, HeaderMap) {
     let mut headers = current.headers().clone();
-    for name in NOT_IN_304 {
+    for name in not_in_304() {
         headers.remove(name);
     }
     headers.remove(header::ETAG);
