@@ -263,11 +263,39 @@ pub enum HashAlgorithm {
     #[cfg(feature = "blake3")]
     #[cfg_attr(docsrs, doc(cfg(feature = "blake3")))]
     Blake3,
+    /// BLAKE3 in its keyed mode (cargo feature `blake3`): tags that only a holder of the
+    /// key can compute, so a tag confirms nothing about content to someone who guesses it.
+    /// See [`HashAlgorithm::blake3_keyed`].
+    #[cfg(feature = "blake3")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "blake3")))]
+    Blake3Keyed(Arc<[u8; 32]>),
     /// A hash of your choice; see [`HashAlgorithm::custom`].
     Custom(Arc<dyn ContentHash>),
 }
 
 impl HashAlgorithm {
+    /// BLAKE3 keyed with a deployment secret: without the key, nobody can tell whether a
+    /// guessed body has a given tag (a 304 or a 412 then confirms nothing about content).
+    /// Lookups compute tags with [`EntityTag::from_content_with`] and the same algorithm.
+    ///
+    /// ```
+    /// # #[cfg(feature = "blake3")] {
+    /// use tower_conditional::{EntityTag, HashAlgorithm};
+    ///
+    /// let secret = [7u8; 32]; // from your secret store
+    /// let keyed = HashAlgorithm::blake3_keyed(secret);
+    /// assert_ne!(
+    ///     EntityTag::from_content_with(&keyed, b"salary: 100"),
+    ///     EntityTag::from_content_with(&HashAlgorithm::Blake3, b"salary: 100"),
+    /// );
+    /// # }
+    /// ```
+    #[cfg(feature = "blake3")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "blake3")))]
+    pub fn blake3_keyed(key: [u8; 32]) -> Self {
+        HashAlgorithm::Blake3Keyed(Arc::new(key))
+    }
+
     /// A hash of your choice, e.g. a keyed hash (an HMAC with a deployment secret, so a tag
     /// confirms nothing about content to someone who can guess it) or a faster one.
     ///
@@ -316,6 +344,8 @@ impl fmt::Debug for HashAlgorithm {
             HashAlgorithm::Sha256 => f.write_str("Sha256"),
             #[cfg(feature = "blake3")]
             HashAlgorithm::Blake3 => f.write_str("Blake3"),
+            #[cfg(feature = "blake3")]
+            HashAlgorithm::Blake3Keyed(_) => f.write_str("Blake3Keyed(..)"),
             HashAlgorithm::Custom(_) => f.write_str("Custom(..)"),
         }
     }
@@ -401,6 +431,14 @@ const BLAKE3_STAGE: usize = 16 * 1024;
 
 #[cfg(feature = "blake3")]
 impl Blake3Staged {
+    fn new(hasher: blake3::Hasher) -> Box<Self> {
+        Box::new(Blake3Staged {
+            hasher,
+            stage: [0; BLAKE3_STAGE],
+            staged: 0,
+        })
+    }
+
     fn update(&mut self, mut bytes: &[u8]) {
         if self.staged == 0 && bytes.len() >= BLAKE3_STAGE {
             self.hasher.update(bytes);
@@ -461,11 +499,11 @@ impl ETagHasher {
         let state = match algorithm {
             HashAlgorithm::Sha256 => HasherState::Sha256(Sha256::new()),
             #[cfg(feature = "blake3")]
-            HashAlgorithm::Blake3 => HasherState::Blake3(Box::new(Blake3Staged {
-                hasher: blake3::Hasher::new(),
-                stage: [0; BLAKE3_STAGE],
-                staged: 0,
-            })),
+            HashAlgorithm::Blake3 => HasherState::Blake3(Blake3Staged::new(blake3::Hasher::new())),
+            #[cfg(feature = "blake3")]
+            HashAlgorithm::Blake3Keyed(key) => {
+                HasherState::Blake3(Blake3Staged::new(blake3::Hasher::new_keyed(key)))
+            }
             HashAlgorithm::Custom(hash) => HasherState::Custom(hash.hasher()),
         };
         ETagHasher { state }
@@ -531,7 +569,7 @@ mod tests {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let mut algorithms = vec![HashAlgorithm::Sha256, HashAlgorithm::custom(Sum)];
         #[cfg(feature = "blake3")]
-        algorithms.push(HashAlgorithm::Blake3);
+        algorithms.extend([HashAlgorithm::Blake3, HashAlgorithm::blake3_keyed([9; 32])]);
         for algorithm in &algorithms {
             let whole = EntityTag::from_content_with(algorithm, &data);
             for chunk in [1, 511, 512, 4096, 16 * 1024, 16 * 1024 + 1, 40_000] {
