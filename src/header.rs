@@ -311,44 +311,12 @@ pub(crate) fn parse_date_bytes(b: &[u8], now: SystemTime) -> Option<SystemTime> 
     }
     let two_digit_year = b.get(3) != Some(&b',') && b.contains(&b',');
     let (year, month, day, time) = if b.get(3) == Some(&b',') {
-        // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT"
-        if b.len() != 29 || !is_day_name(&b[..3]) || &b[4..5] != b" " || &b[25..] != b" GMT" {
-            return None;
-        }
-        let day = digits(&b[5..7])?;
-        let month = month(&b[8..11])?;
-        let year = digits(&b[12..16])?;
-        if b[7] != b' ' || b[11] != b' ' || b[16] != b' ' {
-            return None;
-        }
-        (year, month, day, &b[17..25])
-    } else if let Some(comma) = b.iter().position(|&c| c == b',') {
-        // RFC 850: "Sunday, 06-Nov-94 08:49:37 GMT"
-        let rest = &b[comma..];
-        if !is_long_day_name(&b[..comma]) || rest.len() != 24 || &rest[..2] != b", " {
-            return None;
-        }
-        if rest[4] != b'-' || rest[8] != b'-' || rest[11] != b' ' || &rest[20..] != b" GMT" {
-            return None;
-        }
-        let day = digits(&rest[2..4])?;
-        let month = month(&rest[5..8])?;
-        let yy = digits(&rest[9..11])?;
-        (century_of(now) + yy, month, day, &rest[12..20])
+        imf_fixdate(b)?
+    } else if two_digit_year {
+        let (yy, month, day, time) = rfc850_date(b)?;
+        (century_of(now) + yy, month, day, time)
     } else {
-        // asctime: "Sun Nov  6 08:49:37 1994"
-        if b.len() != 24 || !is_day_name(&b[..3]) || b[3] != b' ' || b[7] != b' ' {
-            return None;
-        }
-        let month = month(&b[4..7])?;
-        let day = match b[8] {
-            b' ' => digits(&b[9..10])?,
-            _ => digits(&b[8..10])?,
-        };
-        if b[10] != b' ' || b[19] != b' ' {
-            return None;
-        }
-        (digits(&b[20..24])?, month, day, &b[11..19])
+        asctime_date(b)?
     };
     if time[2] != b':' || time[5] != b':' {
         return None;
@@ -376,6 +344,58 @@ pub(crate) fn parse_date_bytes(b: &[u8], now: SystemTime) -> Option<SystemTime> 
     } else {
         UNIX_EPOCH.checked_sub(Duration::from_secs(secs.unsigned_abs()))
     }
+}
+
+/// (year, month, day, the `hh:mm:ss` bytes) of a date, not yet range-checked.
+type DateParts<'a> = (i64, i64, i64, &'a [u8]);
+
+/// The parts of an IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT".
+fn imf_fixdate(b: &[u8]) -> Option<DateParts<'_>> {
+    if b.len() != 29 || !is_day_name(&b[..3]) || &b[4..5] != b" " || &b[25..] != b" GMT" {
+        return None;
+    }
+    if b[7] != b' ' || b[11] != b' ' || b[16] != b' ' {
+        return None;
+    }
+    Some((
+        digits(&b[12..16])?,
+        month(&b[8..11])?,
+        digits(&b[5..7])?,
+        &b[17..25],
+    ))
+}
+
+/// (two-digit year, month, day, time) of an RFC 850 date: "Sunday, 06-Nov-94 08:49:37 GMT".
+fn rfc850_date(b: &[u8]) -> Option<DateParts<'_>> {
+    let comma = b.iter().position(|&c| c == b',')?;
+    let rest = &b[comma..];
+    if !is_long_day_name(&b[..comma]) || rest.len() != 24 || &rest[..2] != b", " {
+        return None;
+    }
+    if rest[4] != b'-' || rest[8] != b'-' || rest[11] != b' ' || &rest[20..] != b" GMT" {
+        return None;
+    }
+    Some((
+        digits(&rest[9..11])?,
+        month(&rest[5..8])?,
+        digits(&rest[2..4])?,
+        &rest[12..20],
+    ))
+}
+
+/// (year, month, day, time) of an asctime date: "Sun Nov  6 08:49:37 1994".
+fn asctime_date(b: &[u8]) -> Option<DateParts<'_>> {
+    if b.len() != 24 || !is_day_name(&b[..3]) || b[3] != b' ' || b[7] != b' ' {
+        return None;
+    }
+    if b[10] != b' ' || b[19] != b' ' {
+        return None;
+    }
+    let day = match b[8] {
+        b' ' => digits(&b[9..10])?,
+        _ => digits(&b[8..10])?,
+    };
+    Some((digits(&b[20..24])?, month(&b[4..7])?, day, &b[11..19]))
 }
 
 fn digits(b: &[u8]) -> Option<i64> {
