@@ -31,7 +31,8 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, StreamBody};
 use sha2::{Digest, Sha256};
 use tower::{service_fn, Layer, Service, ServiceExt};
-use tower_conditional::precondition::{evaluate, Conditions, Options, Validators};
+use tower_conditional::precondition::{evaluate, Conditions, Options};
+use tower_conditional::Validators;
 use tower_conditional::{
     lookup_fn, ConditionalLayer, ContentHash, ContentHasher, Digest as TagDigest, EntityTag,
     HashAlgorithm, LookupRequest,

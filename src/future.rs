@@ -29,12 +29,14 @@ use tower::Service;
 use crate::body::ConditionalBody;
 use crate::buffer::{Deadline, Filled, HashBuffer};
 use crate::config::Config;
+use crate::expectation::Expectation;
 use crate::header::parse_date_value;
 use crate::lookup::{Current, Source, VersionLookup};
 use crate::outcome::{NoTag, Outcome, Untagged};
-use crate::precondition::{evaluate, Conditions, Decision, Expectation, Validators};
+use crate::precondition::{evaluate, Conditions, Decision};
 use crate::predicate::{has_no_store, is_stream, may_fit, Predicate};
 use crate::response::{into_not_modified, not_modified_from, Rejection, RejectionKind};
+use crate::validators::Validators;
 
 pin_project! {
     /// The response future of [`Conditional`](crate::Conditional).

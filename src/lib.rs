@@ -13,6 +13,7 @@ mod buffer;
 mod coding;
 mod config;
 mod etag;
+mod expectation;
 mod future;
 mod header;
 mod layer;
@@ -22,6 +23,7 @@ pub mod precondition;
 pub mod predicate;
 mod response;
 mod service;
+mod validators;
 
 #[doc(inline)]
 pub use crate::body::ConditionalBody;
@@ -34,6 +36,8 @@ pub use crate::etag::{
     ContentHash, ContentHasher, Digest, ETagHasher, EntityTag, HashAlgorithm, InvalidEntityTag,
 };
 #[doc(inline)]
+pub use crate::expectation::Expectation;
+#[doc(inline)]
 pub use crate::future::ResponseFuture;
 #[doc(inline)]
 pub use crate::layer::ConditionalLayer;
@@ -42,11 +46,11 @@ pub use crate::lookup::{lookup_fn, Current, LookupRequest, VersionLookup};
 #[doc(inline)]
 pub use crate::outcome::{NoTag, Outcome, Untagged};
 #[doc(inline)]
-pub use crate::precondition::{Expectation, Validators};
-#[doc(inline)]
 pub use crate::response::{Rejection, RejectionKind};
 #[doc(inline)]
 pub use crate::service::Conditional;
+#[doc(inline)]
+pub use crate::validators::Validators;
 
 /// The boxed error type of response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

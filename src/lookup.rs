@@ -72,8 +72,8 @@ use http::{header, HeaderMap, Request};
 use tower::util::{Oneshot, ServiceExt};
 use tower::Service;
 
-use crate::precondition::Validators;
 use crate::response::CONTENT_FIELDS;
+use crate::validators::Validators;
 
 /// The request a version lookup receives: the original request's head, without its body.
 pub type LookupRequest = Request<()>;

@@ -3,8 +3,8 @@
 //!
 //! ```
 //! use http::{HeaderMap, HeaderValue, Method};
-//! use tower_conditional::EntityTag;
-//! use tower_conditional::precondition::{evaluate, Conditions, Decision, Failed, Options, Validators};
+//! use tower_conditional::{EntityTag, Validators};
+//! use tower_conditional::precondition::{evaluate, Conditions, Decision, Failed, Options};
 //!
 //! let current = Validators::new().with_etag(EntityTag::strong("v2").unwrap());
 //! let mut headers = HeaderMap::new();
@@ -20,109 +20,11 @@ use std::time::{Duration, SystemTime};
 use http::{header, HeaderMap, Method};
 
 use crate::etag::EntityTag;
-use crate::header::parse_date_value;
 #[doc(inline)]
 pub use crate::header::{
     http_date, parse_http_date, to_http_seconds, IfRange, MalformedList, TagList, Tags,
 };
-
-/// What is known about the current representation of the target resource.
-///
-/// A missing field means "not available": a missing `etag` never matches a tag, a missing
-/// `last_modified` makes the date conditions be ignored (RFC 9110 §13.1.3, §13.1.4).
-#[derive(Debug, Clone, Default)]
-pub struct Validators {
-    etag: Option<EntityTag>,
-    last_modified: Option<SystemTime>,
-    headers: HeaderMap,
-}
-
-/// Equal when the validators are; the fields for a 304 do not take part.
-impl PartialEq for Validators {
-    fn eq(&self, other: &Self) -> bool {
-        self.etag == other.etag && self.last_modified == other.last_modified
-    }
-}
-
-impl Eq for Validators {}
-
-impl Validators {
-    /// Validators with neither field known.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Sets the entity tag.
-    pub fn with_etag(mut self, etag: EntityTag) -> Self {
-        self.etag = Some(etag);
-        self
-    }
-
-    /// Sets the modification time.
-    pub fn with_last_modified(mut self, time: SystemTime) -> Self {
-        self.last_modified = Some(time);
-        self
-    }
-
-    /// Adds a field that a 200 to a GET of the target would carry and that a 304 must repeat
-    /// (RFC 9110 §15.4.5: `Cache-Control`, `Content-Location`, `Expires`, `Vary`, …). A 304
-    /// the layer answers from these validators alone, without calling the service
-    /// ([`lookup_reads`](crate::ConditionalLayer::lookup_reads)), carries them; content
-    /// metadata (`Content-Type`, `Content-Length`, …) is never sent on a 304.
-    ///
-    /// ```
-    /// use http::header::{CACHE_CONTROL, VARY};
-    /// use http::HeaderValue;
-    /// use tower_conditional::{EntityTag, Validators};
-    ///
-    /// let current = Validators::new()
-    ///     .with_etag(EntityTag::from_content(b"row bytes"))
-    ///     .with_header(CACHE_CONTROL, HeaderValue::from_static("no-cache"))
-    ///     .with_header(VARY, HeaderValue::from_static("Accept"));
-    /// assert_eq!(current.headers()[VARY], "Accept");
-    /// ```
-    pub fn with_header(mut self, name: header::HeaderName, value: http::HeaderValue) -> Self {
-        self.headers.append(name, value);
-        self
-    }
-
-    /// The fields a 304 built from these validators carries (see
-    /// [`with_header`](Self::with_header)).
-    pub fn headers(&self) -> &HeaderMap {
-        &self.headers
-    }
-
-    /// The current entity tag.
-    pub fn etag(&self) -> Option<&EntityTag> {
-        self.etag.as_ref()
-    }
-
-    /// The current modification time. Compared at one-second resolution.
-    pub fn last_modified(&self) -> Option<SystemTime> {
-        self.last_modified
-    }
-
-    pub(crate) fn set_etag(&mut self, etag: EntityTag) {
-        self.etag = Some(etag);
-    }
-
-    pub(crate) fn take_etag(&mut self) -> Option<EntityTag> {
-        self.etag.take()
-    }
-
-    /// Reads `ETag` and `Last-Modified` from response headers; unparsable values are ignored.
-    pub fn from_headers(headers: &HeaderMap) -> Self {
-        Validators {
-            etag: headers
-                .get(header::ETAG)
-                .and_then(|v| EntityTag::try_from(v).ok()),
-            last_modified: headers
-                .get(header::LAST_MODIFIED)
-                .and_then(parse_date_value),
-            headers: HeaderMap::new(),
-        }
-    }
-}
+use crate::validators::Validators;
 
 /// A list field as received: absent, parsed, or malformed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -324,8 +226,8 @@ pub fn evaluate(
     }
     let state = State {
         exists: current.is_some(),
-        etag: current.and_then(|v| v.etag.as_ref()),
-        date: current.and_then(|v| v.last_modified).map(to_http_seconds),
+        etag: current.and_then(|v| v.etag()),
+        date: current.and_then(|v| v.last_modified()).map(to_http_seconds),
     };
     if_match_step(conditions, &state, options)
         .or_else(|| if_none_match_step(kind, conditions, &state))
@@ -417,120 +319,6 @@ fn if_range_step(
         IfRange::Invalid => false,
     };
     (!matched).then_some(Decision::IgnoreRange)
-}
-
-/// What a write that passed its preconditions was validated against, handed to the inner
-/// service as a request extension.
-///
-/// The layer checked the preconditions against the validators it looked up; between that
-/// check and the handler's write another writer may get in. Make the write a
-/// compare-and-swap on this expectation (`UPDATE … WHERE etag = $1`, `INSERT … ON CONFLICT
-/// DO NOTHING`) and answer 412 when it fails: then no update is lost, even across processes.
-///
-/// Under [`no_lookup`](crate::ConditionalLayer::no_lookup) nothing was checked: look at
-/// [`is_evaluated`](Self::is_evaluated) first. There `current()` is `None` and the flags are
-/// false because nothing was looked up — not because the target is absent — and the
-/// handler evaluates [`conditions`](Self::conditions) itself.
-///
-/// ```
-/// use tower_conditional::Expectation;
-///
-/// async fn handler(req: http::Request<String>) -> http::StatusCode {
-///     match req.extensions().get::<Expectation>() {
-///         Some(e) if e.must_not_exist() => { /* INSERT ... ON CONFLICT DO NOTHING */ }
-///         Some(e) => { let _cas_on = e.etag(); /* UPDATE ... WHERE etag = $expected */ }
-///         None => { /* unconditional write */ }
-///     }
-///     http::StatusCode::NO_CONTENT
-/// }
-/// # let _ = handler;
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Expectation {
-    etag: Option<EntityTag>,
-    must_exist: bool,
-    must_not_exist: bool,
-    unmodified_since: Option<SystemTime>,
-    current: Option<Validators>,
-    evaluated: bool,
-    conditions: Conditions,
-}
-
-impl Expectation {
-    /// The expectation a passed evaluation of `conditions` against `current` establishes.
-    pub fn new(conditions: &Conditions, current: Option<&Validators>) -> Self {
-        let mut e = Expectation {
-            current: current.cloned(),
-            evaluated: true,
-            ..Expectation::default()
-        };
-        match &conditions.if_match {
-            ListField::List(TagList::Tags(_)) => {
-                e.must_exist = true;
-                e.etag = current.and_then(|v| v.etag.clone());
-            }
-            ListField::List(TagList::Any) => e.must_exist = true,
-            _ => {
-                if current.and_then(|v| v.last_modified).is_some() {
-                    e.unmodified_since = conditions.if_unmodified_since;
-                }
-            }
-        }
-        if conditions.if_none_match == ListField::List(TagList::Any) {
-            e.must_not_exist = true;
-        }
-        e
-    }
-
-    /// The current entity tag that `If-Match` matched: the write must still find it.
-    pub fn etag(&self) -> Option<&EntityTag> {
-        self.etag.as_ref()
-    }
-
-    /// `If-Match` was sent: the target must still exist.
-    pub fn must_exist(&self) -> bool {
-        self.must_exist
-    }
-
-    /// `If-None-Match: *` was sent: the write must create, never replace.
-    pub fn must_not_exist(&self) -> bool {
-        self.must_not_exist
-    }
-
-    /// The `If-Unmodified-Since` date that was checked: the target must not have been
-    /// modified after it.
-    pub fn unmodified_since(&self) -> Option<SystemTime> {
-        self.unmodified_since
-    }
-
-    /// The validators the preconditions were checked against (`None`: the target did not
-    /// exist, or nothing was checked).
-    pub fn current(&self) -> Option<&Validators> {
-        self.current.as_ref()
-    }
-
-    /// Nothing was checked: the layer was configured with
-    /// [`no_lookup`](crate::ConditionalLayer::no_lookup), and the handler must evaluate
-    /// [`conditions`](Self::conditions) itself — for instance with [`evaluate`] against the
-    /// row it is about to change, inside the same transaction.
-    pub fn unevaluated(conditions: &Conditions) -> Self {
-        Expectation {
-            conditions: conditions.clone(),
-            ..Expectation::default()
-        }
-    }
-
-    /// Whether the layer evaluated the preconditions (`false` under
-    /// [`no_lookup`](crate::ConditionalLayer::no_lookup)).
-    pub fn is_evaluated(&self) -> bool {
-        self.evaluated
-    }
-
-    /// The request's conditions, for a handler that evaluates them itself (set only when
-    /// [`is_evaluated`](Self::is_evaluated) is `false`).
-    pub fn conditions(&self) -> &Conditions {
-        &self.conditions
-    }
 }
 
 #[cfg(test)]

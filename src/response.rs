@@ -25,7 +25,8 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 
 use crate::etag::EntityTag;
-use crate::precondition::{Failed, Validators};
+use crate::precondition::Failed;
+use crate::validators::Validators;
 use std::time::SystemTime;
 
 /// Why the layer answered a request itself.

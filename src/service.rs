@@ -11,10 +11,11 @@ use tower::Service;
 
 use crate::body::ConditionalBody;
 use crate::config::Config;
+use crate::expectation::Expectation;
 use crate::future::{Exchange, Mode, Pending, ResponseFuture, State};
 use crate::lookup::{Source, Unconfigured, VersionLookup};
 use crate::outcome::Outcome;
-use crate::precondition::{method_kind, Conditions, Expectation, MethodKind};
+use crate::precondition::{method_kind, Conditions, MethodKind};
 use crate::predicate::{content_type_starts_with, DefaultPredicate, Predicate};
 use crate::response::{Rejection, RejectionKind};
 

@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use proptest::prelude::*;
-use tower_conditional::precondition::{evaluate, Conditions, Decision, Options, Validators};
+use tower_conditional::precondition::{evaluate, Conditions, Decision, Options};
+use tower_conditional::Validators;
 use tower_conditional::{ETagHasher, EntityTag};
 
 // ---- the model -------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::time::{Duration, UNIX_EPOCH};
-use tower_conditional::precondition::{evaluate, Conditions, Decision, Options, Validators};
+use tower_conditional::precondition::{evaluate, Conditions, Decision, Options};
+use tower_conditional::Validators;
 use tower_conditional::EntityTag;
 
 const NAMES: [http::header::HeaderName; 7] = [
