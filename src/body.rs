@@ -40,7 +40,7 @@ pin_project! {
         Replay {
             chunks: Chunks,
             remaining: u64,
-            trailers: Option<HeaderMap>,
+            trailers: Option<Box<HeaderMap>>,
             rest: Option<Pin<Box<B>>>,
         },
         Full {
@@ -158,7 +158,7 @@ where
                     return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
                 if let Some(t) = trailers.take() {
-                    return Poll::Ready(Some(Ok(Frame::trailers(t))));
+                    return Poll::Ready(Some(Ok(Frame::trailers(*t))));
                 }
                 let Some(body) = rest.as_mut() else {
                     return Poll::Ready(None);

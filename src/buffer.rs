@@ -48,7 +48,8 @@ impl Chunks {
 pub(crate) struct Held {
     pub(crate) chunks: Chunks,
     pub(crate) len: u64,
-    pub(crate) trailers: Option<HeaderMap>,
+    /// Boxed: rare, and the buffer lives inline in response futures.
+    pub(crate) trailers: Option<Box<HeaderMap>>,
 }
 
 /// Why reading a body stopped.
@@ -116,7 +117,7 @@ impl HashBuffer {
                     if let Ok(trailers) = frame.into_trailers() {
                         match &mut self.held.trailers {
                             Some(held) => held.extend(trailers),
-                            None => self.held.trailers = Some(trailers),
+                            None => self.held.trailers = Some(Box::new(trailers)),
                         }
                     }
                 }

@@ -68,13 +68,13 @@ pin_project! {
         Lookup {
             #[pin]
             fut: L::Future,
-            pending: Pending<S, ReqBody, L>,
+            pending: Box<Pending<S, ReqBody, L>>,
         },
         // Waiting for the head of the internal GET.
         GetHead {
             #[pin]
             fut: Oneshot<S, Request<ReqBody>>,
-            pending: Pending<S, ReqBody, L>,
+            pending: Box<Pending<S, ReqBody, L>>,
         },
         // Hashing the body of the internal GET.
         GetBody {
@@ -83,13 +83,13 @@ pin_project! {
             buf: HashBuffer,
             deadline: Deadline,
             found: Validators,
-            pending: Pending<S, ReqBody, L>,
+            pending: Box<Pending<S, ReqBody, L>>,
         },
         // Waiting for the per-target write lock.
         Locking {
             #[pin]
             fut: OwnedMutexLockFuture<()>,
-            pending: Pending<S, ReqBody, L>,
+            pending: Box<Pending<S, ReqBody, L>>,
         },
         // The service was called directly from `Service::call`.
         Called {
@@ -176,7 +176,7 @@ where
     ResBody: Body,
 {
     State(State<S, ReqBody, ResBody, L>),
-    Locked(OwnedMutexGuard<()>, Pending<S, ReqBody, L>),
+    Locked(OwnedMutexGuard<()>, Box<Pending<S, ReqBody, L>>),
     Done(Finished<ResBody, S::Error>),
 }
 
@@ -527,7 +527,7 @@ impl<P: Predicate> Exchange<P> {
     /// Starts finding the validators of `pending`'s target (again, under the lock).
     pub(crate) fn look<S, ReqBody, ResBody, L>(
         &self,
-        mut pending: Pending<S, ReqBody, L>,
+        mut pending: Box<Pending<S, ReqBody, L>>,
     ) -> State<S, ReqBody, ResBody, L>
     where
         S: Service<Request<ReqBody>> + Clone,
@@ -541,7 +541,7 @@ impl<P: Predicate> Exchange<P> {
                 pending,
             },
             // The source said otherwise the first time; nothing to check.
-            _ => proceed(pending, None),
+            _ => proceed(*pending, None),
         }
     }
 
@@ -549,7 +549,7 @@ impl<P: Predicate> Exchange<P> {
     fn on_get_head<S, ReqBody, ResBody, L>(
         &mut self,
         response: Result<Response<ResBody>, S::Error>,
-        pending: Pending<S, ReqBody, L>,
+        pending: Box<Pending<S, ReqBody, L>>,
     ) -> Next<S, ReqBody, ResBody, L>
     where
         S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
@@ -597,7 +597,7 @@ impl<P: Predicate> Exchange<P> {
         filled: Option<Filled<ResBody::Error>>,
         buf: HashBuffer,
         mut found: Validators,
-        pending: Pending<S, ReqBody, L>,
+        pending: Box<Pending<S, ReqBody, L>>,
     ) -> Next<S, ReqBody, ResBody, L>
     where
         S: Service<Request<ReqBody>> + Clone,
@@ -621,7 +621,7 @@ impl<P: Predicate> Exchange<P> {
     fn decide<S, ReqBody, ResBody, L>(
         &mut self,
         found: Result<Current, String>,
-        pending: Pending<S, ReqBody, L>,
+        pending: Box<Pending<S, ReqBody, L>>,
     ) -> Next<S, ReqBody, ResBody, L>
     where
         S: Service<Request<ReqBody>> + Clone,
@@ -649,19 +649,19 @@ impl<P: Predicate> Exchange<P> {
                 let mut pending = pending;
                 self.whole_if_validated(&mut pending.req);
                 self.hand_over_range();
-                return Next::State(proceed(pending, None));
+                return Next::State(proceed(*pending, None));
             }
         };
         match self.mode {
             Mode::Write => self.decide_write(current, pending),
-            _ => self.decide_read(current, pending),
+            _ => self.decide_read(current, *pending),
         }
     }
 
     fn decide_write<S, ReqBody, ResBody, L>(
         &mut self,
         current: Option<Validators>,
-        mut pending: Pending<S, ReqBody, L>,
+        mut pending: Box<Pending<S, ReqBody, L>>,
     ) -> Next<S, ReqBody, ResBody, L>
     where
         S: Service<Request<ReqBody>> + Clone,
@@ -717,7 +717,7 @@ impl<P: Predicate> Exchange<P> {
             },
             _ => None,
         };
-        Next::State(proceed(pending, after_write))
+        Next::State(proceed(*pending, after_write))
     }
 
     fn decide_read<S, ReqBody, ResBody, L>(
@@ -1014,8 +1014,9 @@ where
     L: VersionLookup<ReqBody>,
     ResBody: Body,
 {
+    let Pending { svc, req, .. } = pending;
     State::Deferred {
-        fut: Oneshot::new(pending.svc, pending.req),
+        fut: Oneshot::new(svc, req),
         after_write,
     }
 }

@@ -37,7 +37,7 @@ pub enum TagList {
 }
 
 /// The entity tags of a list field, kept compactly: matching a tag against them copies and
-/// allocates nothing, and a list of one or two tags needs no allocation at all.
+/// allocates nothing, and a list of one tag (the common revalidation) needs no allocation.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Tags {
     /// Each tag as: 1 byte weakness, 4 bytes length (little endian), the opaque bytes.
@@ -52,7 +52,8 @@ enum Packed {
     Heap(Vec<u8>),
 }
 
-const INLINE: usize = 112;
+// One SHA-256 tag (1 + 4 + 43 bytes) fits; longer lists go to the heap.
+const INLINE: usize = 48;
 
 impl PartialEq for Packed {
     fn eq(&self, other: &Self) -> bool {

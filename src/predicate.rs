@@ -64,11 +64,12 @@ impl<A: Predicate, B: Predicate> Predicate for And<A, B> {
     }
 }
 
-/// The default: hash `200 OK` responses, except streams (event streams, gRPC, NDJSON, JSON
-/// Lines, `multipart/x-mixed-replace`) and anything with `Content-Range`.
+/// The default: hash `200 OK` responses, except anything with `Content-Range`.
 ///
-/// The layer itself never holds streams, responses marked [`NoTag`](crate::NoTag) or
-/// `Cache-Control: no-store`, whatever the predicate says.
+/// Whatever the predicate says, the layer itself never holds streams (event streams, gRPC,
+/// NDJSON, JSON Lines, `multipart/x-mixed-replace`), responses marked
+/// [`NoTag`](crate::NoTag), or `Cache-Control: no-store`: it decides those before it asks
+/// the predicate.
 ///
 /// Other statuses are never hashed: 206 is a part, 1xx/204/304 have no content, and error
 /// responses are not representations of the target.
@@ -86,37 +87,56 @@ impl DefaultPredicate {
 
 /// Whether `Content-Type` starts with `prefix`, ignoring ASCII case and leading whitespace.
 pub(crate) fn content_type_starts_with(headers: &HeaderMap, prefix: &[u8]) -> bool {
-    headers.get(header::CONTENT_TYPE).is_some_and(|v| {
-        let v = v.as_bytes().trim_ascii_start();
-        v.len() >= prefix.len() && v[..prefix.len()].eq_ignore_ascii_case(prefix)
-    })
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| starts_with_ignore_case(v.as_bytes(), prefix))
+}
+
+fn starts_with_ignore_case(value: &[u8], prefix: &[u8]) -> bool {
+    has_prefix(value.trim_ascii_start(), prefix)
+}
+
+/// `v` starts with `prefix`, ignoring ASCII case. `prefix` holds only lower-case letters,
+/// digits and `/ - + . _`, for which setting bit 0x20 of a field-value byte lower-cases a
+/// letter and cannot turn any other byte a field value may hold into one of them.
+fn has_prefix(v: &[u8], prefix: &[u8]) -> bool {
+    v.len() >= prefix.len() && v.iter().zip(prefix).all(|(a, b)| a | 0x20 == *b)
 }
 
 impl Predicate for DefaultPredicate {
     fn should_hash<B: Body>(&self, response: &http::Response<B>) -> bool {
-        let headers = response.headers();
+        // Streams are refused by the layer itself, before any predicate is asked.
         response.status() == StatusCode::OK
-            && !headers.contains_key(header::CONTENT_RANGE)
-            && !is_stream(headers)
+            && !response.headers().contains_key(header::CONTENT_RANGE)
     }
 }
 
-/// Content types whose bodies are streams of messages, produced over time: never held.
-const STREAMS: [&[u8]; 7] = [
-    b"text/event-stream",
-    b"application/grpc",
-    b"application/x-ndjson",
-    b"application/ndjson",
-    b"application/jsonl",
-    b"application/x-jsonlines",
-    b"multipart/x-mixed-replace",
-];
+/// Subtypes of `application/` whose bodies are streams of messages (gRPC and grpc-web in
+/// every form, NDJSON, JSON Lines); with `text/event-stream` and
+/// `multipart/x-mixed-replace`, never held.
+const STREAMING_APPLICATIONS: [&[u8]; 5] =
+    [b"grpc", b"x-ndjson", b"ndjson", b"jsonl", b"x-jsonlines"];
 
 /// Whether the response is a stream of messages (by its `Content-Type`).
 pub(crate) fn is_stream(headers: &HeaderMap) -> bool {
-    STREAMS
-        .iter()
-        .any(|prefix| content_type_starts_with(headers, prefix))
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return false;
+    };
+    let v = value.as_bytes().trim_ascii_start();
+    // Dispatch on first bytes: most types are ruled out after one short comparison.
+    let first = |v: &[u8]| v.first().map(u8::to_ascii_lowercase);
+    match first(v) {
+        Some(b'a') if has_prefix(v, b"application/") => {
+            let subtype = &v[12..];
+            STREAMING_APPLICATIONS
+                .iter()
+                .filter(|s| first(subtype) == Some(s[0]))
+                .any(|s| has_prefix(subtype, s))
+        }
+        Some(b't') => has_prefix(v, b"text/event-stream"),
+        Some(b'm') => has_prefix(v, b"multipart/x-mixed-replace"),
+        _ => false,
+    }
 }
 
 /// Whether `Cache-Control` has the `no-store` directive.
@@ -163,23 +183,43 @@ mod tests {
         assert!(!p.should_hash(&resp(206, &[])));
         assert!(!p.should_hash(&resp(204, &[])));
         assert!(!p.should_hash(&resp(404, &[])));
-        assert!(!p.should_hash(&resp(200, &[("content-type", "text/event-stream")])));
-        assert!(!p.should_hash(&resp(
-            200,
-            &[("content-type", "Text/Event-Stream; charset=utf-8")]
-        )));
-        assert!(!p.should_hash(&resp(200, &[("content-type", "application/grpc+proto")])));
         assert!(!p.should_hash(&resp(200, &[("content-range", "bytes 0-1/2")])));
+    }
+
+    #[test]
+    fn streams_are_recognised_by_content_type() {
+        let ct = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, v.parse().unwrap());
+            h
+        };
         for stream in [
+            "text/event-stream",
+            "Text/Event-Stream; charset=utf-8",
+            "  text/event-stream",
+            "application/grpc",
+            "application/grpc+proto",
+            "Application/GRPC-Web-Text",
             "application/x-ndjson",
+            "application/ndjson",
             "application/jsonl",
+            "application/x-jsonlines",
             "multipart/x-mixed-replace; boundary=frame",
         ] {
-            assert!(
-                !p.should_hash(&resp(200, &[("content-type", stream)])),
-                "{stream}"
-            );
+            assert!(is_stream(&ct(stream)), "{stream}");
         }
+        for other in [
+            "application/json",
+            "application/octet-stream",
+            "text/plain",
+            "multipart/form-data",
+            "application/",
+            "a",
+            "",
+        ] {
+            assert!(!is_stream(&ct(other)), "{other}");
+        }
+        assert!(!is_stream(&HeaderMap::new()));
     }
 
     #[test]

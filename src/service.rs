@@ -307,16 +307,22 @@ impl<S, L, P> Conditional<S, L, P> {
         self.answer(exchange, kind)
     }
 
-    fn pending<ReqBody>(&mut self, req: Request<ReqBody>, locked: bool) -> Pending<S, ReqBody, L>
+    /// The request, held while its validators are found. Boxed: only requests that wait
+    /// pay for it, and the response future of every request stays small.
+    fn pending<ReqBody>(
+        &mut self,
+        req: Request<ReqBody>,
+        locked: bool,
+    ) -> Box<Pending<S, ReqBody, L>>
     where
         S: Clone,
         L: Clone,
     {
-        Pending {
+        Box::new(Pending {
             svc: self.release_ready(),
             req,
             source: self.lookup.clone(),
             locked,
-        }
+        })
     }
 }
