@@ -176,32 +176,6 @@ impl tower::Service<http::Request<tonic::body::Body>> for ItemsServer {
     }
 }
 
-/// The lookup: the item named by the `item-id` metadata entry (gRPC paths name methods,
-/// not resources).
-fn lookup(
-    store: Store,
-) -> impl tower::Service<
-    LookupRequest,
-    Response = Option<Validators>,
-    Error = Infallible,
-    Future = impl Send,
-> + Clone
-       + Send
-       + Sync {
-    lookup_fn(move |req: LookupRequest| {
-        let id = req
-            .headers()
-            .get("item-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        let found =
-            store.lock().unwrap().get(id).map(|value| {
-                Validators::new().with_etag(EntityTag::from_content(value.as_bytes()))
-            });
-        async move { Ok::<_, Infallible>(found) }
-    })
-}
-
 #[tokio::main]
 async fn main() {
     let addr = args::addr_or_exit("grpc", "127.0.0.1:50051");
@@ -209,11 +183,26 @@ async fn main() {
         "42".to_owned(),
         "the answer".to_owned(),
     )])));
+    // The lookup: the item named by the `item-id` metadata entry (gRPC paths name methods,
+    // not resources).
+    let items = store.clone();
+    let lookup = lookup_fn(move |req: LookupRequest| {
+        let id = req
+            .headers()
+            .get("item-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let found =
+            items.lock().unwrap().get(id).map(|value| {
+                Validators::new().with_etag(EntityTag::from_content(value.as_bytes()))
+            });
+        async move { Ok::<_, Infallible>(found) }
+    });
     let listener = args::bind_and_announce(&addr).await;
     tonic::transport::Server::builder()
         .layer(
             ConditionalLayer::new()
-                .lookup(lookup(store.clone()))
+                .lookup(lookup)
                 .serialize_writes(true),
         )
         .add_service(ItemsServer { store })

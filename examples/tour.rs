@@ -1,10 +1,19 @@
 //! A guided conversation with the demo server: starts it in-process on a temporary SQLite
 //! file, provisions a SCIM user and plays every kind of conditional request against it,
-//! prints each exchange, and exits.
+//! prints each exchange with what the layer did (its [`Outcome`]), and exits.
 //!
 //! ```sh
 //! cargo run --example tour
 //! ```
+//!
+//! The layer logs an [`Outcome`] for every response it touches, as a `tracing` event at
+//! debug level (target `tower_conditional`). The tour talks to the server over HTTP, so it
+//! collects those events with a small `tracing-subscriber` layer and prints each next to
+//! the status it explains, e.g. `< 304 Not Modified   [outcome: NotModified]`. (In
+//! process, `ConditionalLayer::outcome_extension(true)` puts it in the response extensions
+//! instead.)
+//!
+//! [`Outcome`]: tower_conditional::Outcome
 
 #[path = "server/app.rs"]
 mod app;
@@ -20,17 +29,66 @@ mod schema;
 mod scim;
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{header, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+/// The outcomes the layer logs, in order, as their `Debug` text (`NotModified`,
+/// `Rejected(PreconditionFailed(IfMatch))`, …).
+#[derive(Clone, Default)]
+struct Outcomes(Arc<Mutex<Vec<String>>>);
+
+impl Outcomes {
+    /// Collects the layer's debug events from now on, from every thread (the server runs in
+    /// this process).
+    fn install() -> Self {
+        let outcomes = Outcomes::default();
+        let layer_events = tracing_subscriber::filter::Targets::new()
+            .with_target("tower_conditional", tracing::Level::DEBUG);
+        tracing_subscriber::registry()
+            .with(outcomes.clone().with_filter(layer_events))
+            .init();
+        outcomes
+    }
+
+    /// The outcomes logged since the last call.
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+impl<S: tracing::Subscriber> Layer<S> for Outcomes {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        /// The event's `outcome` field, if it has one.
+        struct Find(Option<String>);
+        impl tracing::field::Visit for Find {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "outcome" {
+                    self.0 = Some(format!("{value:?}"));
+                }
+            }
+        }
+        let mut find = Find(None);
+        event.record(&mut find);
+        if let Some(outcome) = find.0 {
+            self.0.lock().unwrap().push(outcome);
+        }
+    }
+}
 
 struct Client {
     addr: SocketAddr,
+    outcomes: Outcomes,
 }
 
 impl Client {
-    /// Sends one request on a fresh HTTP/1.1 connection, prints the exchange, checks the status.
+    /// Sends one request on a fresh HTTP/1.1 connection, prints the exchange and the layer's
+    /// outcome, checks the status.
     async fn say(
         &self,
         what: &str,
@@ -54,6 +112,7 @@ impl Client {
             print!("\n> {body}");
         }
         println!();
+        self.outcomes.take();
         let stream = tokio::net::TcpStream::connect(self.addr)
             .await
             .expect("connect");
@@ -68,7 +127,12 @@ impl Client {
             .expect("response");
         let (parts, body) = response.into_parts();
         let body = body.collect().await.expect("body").to_bytes();
-        println!("< {}", parts.status);
+        // The layer logged its outcome before the response left it, so before it arrived.
+        let outcome = match self.outcomes.take().as_slice() {
+            [] => "none, the layer never saw the request".to_owned(),
+            outcomes => outcomes.join(", "),
+        };
+        println!("< {}   [outcome: {outcome}]", parts.status);
         for name in [
             header::ETAG,
             header::CONTENT_TYPE,
@@ -115,6 +179,7 @@ async fn serve(db: db::Db, strict: bool) -> SocketAddr {
 
 #[tokio::main]
 async fn main() {
+    let outcomes = Outcomes::install();
     let file = std::env::temp_dir().join(format!(
         "tower-conditional-tour-{}.sqlite",
         std::process::id()
@@ -125,14 +190,25 @@ async fn main() {
     let addr = serve(db.clone(), false).await;
     let strict = Client {
         addr: serve(db, true).await,
+        outcomes: outcomes.clone(),
     };
     println!(
         "The demo server runs on http://{addr} (SQLite at {}), SCIM at {} with the bearer token {TOKEN:?}.",
         file.display(),
         scim::BASE_PATH
     );
-    let c = Client { addr };
+    let c = Client { addr, outcomes };
     use StatusCode as S;
+
+    c.say(
+        "Discover what the service provider supports: the layer hashes the document for a strong ETag",
+        "GET",
+        "/scim/v2/ServiceProviderConfig",
+        &[AUTH],
+        "",
+        S::OK,
+    )
+    .await;
 
     let created = c
         .say(

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::body::Body;
 use bytes::Bytes;
 use common::*;
-use http::{header, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Frame;
 use tower::{service_fn, Layer, ServiceBuilder, ServiceExt};
@@ -32,63 +32,63 @@ fn report_text() -> Bytes {
     Bytes::from(s)
 }
 
-/// `bytes=N-` or `bytes=A-B`.
-fn parse_range(v: &str, len: usize) -> (usize, usize) {
-    let set = v.strip_prefix("bytes=").unwrap();
+/// The 206 of the part of `body` that `range` (`bytes=N-` or `bytes=A-B`) names.
+fn partial(body: &Bytes, range: &HeaderValue) -> Response<TestBody> {
+    let set = range.to_str().unwrap().strip_prefix("bytes=").unwrap();
     let (a, b) = set.split_once('-').unwrap();
+    let len = body.len();
     let a: usize = a.parse().unwrap();
     let b: usize = if b.is_empty() {
         len - 1
     } else {
-        b.parse().unwrap()
+        b.parse::<usize>().unwrap().min(len - 1)
     };
-    (a, b.min(len - 1))
+    Response::builder()
+        .status(StatusCode::PARTIAL_CONTENT)
+        .header(header::CONTENT_RANGE, format!("bytes {a}-{b}/{len}"))
+        .body(full(body.slice(a..=b)))
+        .unwrap()
 }
 
 /// A careful GET handler: honours `Range`, and `If-Range` by strong comparison against the
 /// tag of the bytes it serves (the one the layer computes for them).
-fn ranged_handler(
-    body: Bytes,
-) -> impl tower::Service<
-    Request<hyper::body::Incoming>,
-    Response = Response<TestBody>,
-    Error = Infallible,
-    Future = impl Send,
-> + Clone
-       + Send {
-    service_fn(move |req: Request<hyper::body::Incoming>| {
+fn ranged_handler(body: Bytes) -> Handler<hyper::body::Incoming> {
+    Handler::new(service_fn(move |req: Request<hyper::body::Incoming>| {
         let body = body.clone();
         async move {
             let tag = EntityTag::from_content(&body);
-            let range = req
-                .headers()
-                .get(header::RANGE)
-                .map(|v| v.to_str().unwrap().to_owned());
             let if_range_ok = match req.headers().get(header::IF_RANGE) {
                 None => true,
                 Some(v) => EntityTag::try_from(v).is_ok_and(|t| t.strong_eq(&tag)),
             };
-            let resp = match range {
-                Some(r) if if_range_ok => {
-                    let (a, b) = parse_range(&r, body.len());
-                    Response::builder()
-                        .status(StatusCode::PARTIAL_CONTENT)
-                        .header(header::CONTENT_TYPE, "text/plain")
-                        .header(
-                            header::CONTENT_RANGE,
-                            format!("bytes {a}-{b}/{}", body.len()),
-                        )
-                        .body(full(body.slice(a..=b)))
-                        .unwrap()
-                }
-                _ => Response::builder()
-                    .header(header::CONTENT_TYPE, "text/plain")
-                    .body(full(body))
-                    .unwrap(),
+            let mut resp = match req.headers().get(header::RANGE) {
+                Some(r) if if_range_ok => partial(&body, r),
+                _ => Response::new(full(body)),
             };
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             Ok::<_, Infallible>(resp)
         }
-    })
+    }))
+}
+
+/// Answers every request with the report, as text/plain.
+fn report<B: Send + 'static>() -> Handler<B> {
+    Handler::new(service_fn(|_req: Request<B>| async {
+        Ok::<_, Infallible>(
+            Response::builder()
+                .header(header::CONTENT_TYPE, "text/plain")
+                .body(full(report_text()))
+                .unwrap(),
+        )
+    }))
+}
+
+/// `fut`, which must finish within [`WAIT`].
+async fn within<F: std::future::Future>(fut: F) -> F::Output {
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("no answer within {WAIT:?}"))
 }
 
 /// The compression recipe (`examples/service_builder`, README "Compression"): a gzip client
@@ -107,36 +107,34 @@ async fn coding_tags_if_range_of_the_gzip_tag_never_yields_identity_bytes() {
         .service(ranged_handler(body.clone()));
     let addr = serve(stack).await;
 
-    let first = tokio::time::timeout(
-        WAIT,
-        call(addr, "GET", "/report", &[("accept-encoding", "gzip")], ""),
-    )
-    .await
-    .unwrap();
+    let first = within(call(
+        addr,
+        "GET",
+        "/report",
+        &[("accept-encoding", "gzip")],
+        "",
+    ))
+    .await;
     assert_eq!(first.status(), StatusCode::OK);
     assert_eq!(first.headers()[header::CONTENT_ENCODING], "gzip");
-    let gzip_tag = first.headers()[header::ETAG].to_str().unwrap().to_owned();
+    let gzip_tag = tag(first.headers());
     assert!(gzip_tag.ends_with(";gzip\""), "{gzip_tag}");
     let gzip_bytes = collect(first.into_body()).await;
     assert_ne!(&gzip_bytes[..], &body[..]);
 
     // The download broke after 100 bytes of the *gzip* stream; resume it.
-    let resumed = tokio::time::timeout(
-        WAIT,
-        call(
-            addr,
-            "GET",
-            "/report",
-            &[
-                ("accept-encoding", "gzip"),
-                ("range", "bytes=100-"),
-                ("if-range", &gzip_tag),
-            ],
-            "",
-        ),
-    )
-    .await
-    .unwrap();
+    let resumed = within(call(
+        addr,
+        "GET",
+        "/report",
+        &[
+            ("accept-encoding", "gzip"),
+            ("range", "bytes=100-"),
+            ("if-range", &gzip_tag),
+        ],
+        "",
+    ))
+    .await;
     let status = resumed.status();
     let encoding = resumed.headers().get(header::CONTENT_ENCODING).cloned();
     let part = collect(resumed.into_body()).await;
@@ -200,12 +198,14 @@ async fn a_304_in_the_compression_recipe_never_carries_content_encoding() {
             )
             .service(handler.clone());
         let addr = serve(stack).await;
-        let first = tokio::time::timeout(
-            WAIT,
-            call(addr, "GET", "/small", &[("accept-encoding", "gzip")], ""),
-        )
-        .await
-        .unwrap();
+        let first = within(call(
+            addr,
+            "GET",
+            "/small",
+            &[("accept-encoding", "gzip")],
+            "",
+        ))
+        .await;
         assert_eq!(first.status(), StatusCode::OK);
         assert!(
             !first.headers().contains_key(header::CONTENT_ENCODING),
@@ -213,18 +213,14 @@ async fn a_304_in_the_compression_recipe_never_carries_content_encoding() {
         );
         let tag_200 = first.headers()[header::ETAG].clone();
 
-        let again = tokio::time::timeout(
-            WAIT,
-            call(
-                addr,
-                "GET",
-                "/small",
-                &[("accept-encoding", "gzip"), ("if-modified-since", &lm)],
-                "",
-            ),
-        )
-        .await
-        .unwrap();
+        let again = within(call(
+            addr,
+            "GET",
+            "/small",
+            &[("accept-encoding", "gzip"), ("if-modified-since", &lm)],
+            "",
+        ))
+        .await;
         assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
         let bad = again.headers().contains_key(header::CONTENT_ENCODING)
             || again.headers()[header::ETAG] != tag_200;
@@ -245,23 +241,11 @@ async fn a_304_in_the_compression_recipe_never_carries_content_encoding() {
 /// `Outcome::Tagged`. A user counting `Outcome::NotModified` counts none.
 #[tokio::test]
 async fn coding_tags_304_reports_not_modified_in_its_outcome() {
-    let body = report_text();
-    let handler = service_fn(move |_req: Request<String>| {
-        let body = body.clone();
-        async move {
-            Ok::<_, Infallible>(
-                Response::builder()
-                    .header(header::CONTENT_TYPE, "text/plain")
-                    .body(full(body))
-                    .unwrap(),
-            )
-        }
-    });
     let stack = ServiceBuilder::new()
         .layer(CodingTagsLayer::new())
         .layer(CompressionLayer::new())
         .layer(ConditionalLayer::new().outcome_extension(true))
-        .service(handler);
+        .service(report::<String>());
     for coding in ["gzip", "identity"] {
         let first = stack
             .clone()
@@ -357,28 +341,11 @@ type BoxErr = tower_conditional::BoxError;
 /// taken as invalid, ignored, and the write goes through (the same class as issue 14 #16).
 #[tokio::test]
 async fn a_leap_second_if_unmodified_since_is_a_valid_date() {
-    let modified = UNIX_EPOCH + Duration::from_secs(1_600_000_000); // 2020-09-13
-    let lookup = lookup_fn(move |_: LookupRequest| async move {
-        Ok::<_, Infallible>(Some(
-            Validators::new()
-                .with_etag(EntityTag::strong("v1").unwrap())
-                .with_last_modified(modified),
-        ))
-    });
-    let writes = Arc::new(AtomicUsize::new(0));
-    let w = writes.clone();
-    let svc =
-        ConditionalLayer::new()
-            .lookup(lookup)
-            .layer(service_fn(move |req: Request<String>| {
-                let w = w.clone();
-                async move {
-                    if req.method() == Method::PUT {
-                        w.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Ok::<_, Infallible>(Response::new(full("x")))
-                }
-            }));
+    let store = Store::new(&[("/doc", "v1")]);
+    store.date("/doc", UNIX_EPOCH + Duration::from_secs(1_600_000_000)); // 2020-09-13
+    let svc = ConditionalLayer::new()
+        .lookup(store.lookup())
+        .layer(store.handler());
     for date in [
         "Sat, 31 Dec 2016 23:59:60 GMT",
         "Saturday, 31-Dec-16 23:59:60 GMT",
@@ -395,7 +362,7 @@ async fn a_leap_second_if_unmodified_since_is_a_valid_date() {
             "{date}: modified after the date"
         );
     }
-    assert_eq!(writes.load(Ordering::SeqCst), 0, "nothing written");
+    assert_eq!(store.writes(), 0, "nothing written");
 }
 
 /// RFC 9110 §13.2.1: "A server MUST ignore all received preconditions if its response to
@@ -453,36 +420,20 @@ async fn route_layer_keeps_405_for_a_method_the_route_does_not_have() {
 
 /// A handler that serves ranges like `tower_http::services::ServeDir`: its 206 carries
 /// `Last-Modified` (no `ETag`), its 200 is hashed by the layer.
-fn last_modified_ranges(
-    body: Bytes,
-    modified: SystemTime,
-) -> impl tower::Service<Request<String>, Response = Response<TestBody>, Error = Infallible> + Clone
-{
-    service_fn(move |req: Request<String>| {
+fn last_modified_ranges(body: Bytes, modified: SystemTime) -> Handler<String> {
+    Handler::new(service_fn(move |req: Request<String>| {
         let body = body.clone();
         async move {
             let lm = httpdate::fmt_http_date(modified);
-            let resp = match req.headers().get(header::RANGE) {
-                Some(r) => {
-                    let (a, b) = parse_range(r.to_str().unwrap(), body.len());
-                    Response::builder()
-                        .status(StatusCode::PARTIAL_CONTENT)
-                        .header(header::LAST_MODIFIED, lm)
-                        .header(
-                            header::CONTENT_RANGE,
-                            format!("bytes {a}-{b}/{}", body.len()),
-                        )
-                        .body(full(body.slice(a..=b)))
-                        .unwrap()
-                }
-                None => Response::builder()
-                    .header(header::LAST_MODIFIED, lm)
-                    .body(full(body))
-                    .unwrap(),
+            let mut resp = match req.headers().get(header::RANGE) {
+                Some(r) => partial(&body, r),
+                None => Response::new(full(body)),
             };
+            resp.headers_mut()
+                .insert(header::LAST_MODIFIED, lm.parse().unwrap());
             Ok::<_, Infallible>(resp)
         }
-    })
+    }))
 }
 
 /// Issue 14 #12 ("GET with Range and a current If-Match got 412"; RFC 9110 §13.1.1/§13.1.5
@@ -550,17 +501,7 @@ async fn range_with_a_current_if_match_is_not_412_when_the_lookup_fails() {
             let body = body.clone();
             async move {
                 let resp = match req.headers().get(header::RANGE) {
-                    Some(r) => {
-                        let (a, b) = parse_range(r.to_str().unwrap(), body.len());
-                        Response::builder()
-                            .status(StatusCode::PARTIAL_CONTENT)
-                            .header(
-                                header::CONTENT_RANGE,
-                                format!("bytes {a}-{b}/{}", body.len()),
-                            )
-                            .body(full(body.slice(a..=b)))
-                            .unwrap()
-                    }
+                    Some(r) => partial(&body, r),
                     None => Response::new(full(body)),
                 };
                 Ok::<_, Infallible>(resp)
@@ -612,18 +553,14 @@ async fn scim_demo_lookup_and_handlers_agree_on_which_user_a_path_names() {
     let a = server.addr;
     let auth = ("authorization", "Bearer T0K");
     let ct = ("content-type", "application/scim+json");
-    let created = tokio::time::timeout(
-        WAIT,
-        call(
-            a,
-            "POST",
-            "/scim/v2/Users",
-            &[auth, ct],
-            r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"adv"}"#,
-        ),
-    )
-    .await
-    .unwrap();
+    let created = within(call(
+        a,
+        "POST",
+        "/scim/v2/Users",
+        &[auth, ct],
+        r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"adv"}"#,
+    ))
+    .await;
     assert_eq!(created.status(), StatusCode::CREATED);
     let doc: serde_json::Value =
         serde_json::from_slice(&collect(created.into_body()).await).unwrap();
@@ -631,19 +568,19 @@ async fn scim_demo_lookup_and_handlers_agree_on_which_user_a_path_names() {
     let first = id.as_bytes()[0];
     let encoded = format!("/scim/v2/Users/%{:02X}{}", first, &id[1..]);
 
-    let got = tokio::time::timeout(WAIT, call(a, "GET", &encoded, &[auth], ""))
-        .await
-        .unwrap();
+    let got = within(call(a, "GET", &encoded, &[auth], "")).await;
     assert_eq!(got.status(), StatusCode::OK, "the handler finds the user");
-    let tag = got.headers()[header::ETAG].to_str().unwrap().to_owned();
+    let tag = tag(got.headers());
 
     let patch = r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"active","value":false}]}"#;
-    let patched = tokio::time::timeout(
-        WAIT,
-        call(a, "PATCH", &encoded, &[auth, ct, ("if-match", &tag)], patch),
-    )
-    .await
-    .unwrap();
+    let patched = within(call(
+        a,
+        "PATCH",
+        &encoded,
+        &[auth, ct, ("if-match", &tag)],
+        patch,
+    ))
+    .await;
     let status = patched.status();
     drop(server);
     for suffix in ["", "-shm", "-wal"] {
@@ -673,26 +610,11 @@ async fn rfc850_dates_more_than_fifty_years_ahead_are_in_the_past() {
     }
     let yy = (year + 50) % 100;
     let date = format!("Friday, 31-Dec-{yy:02} 23:59:59 GMT");
-    let modified = UNIX_EPOCH + Duration::from_secs(1_600_000_000); // 2020
-    let lookup = lookup_fn(move |_: LookupRequest| async move {
-        Ok::<_, Infallible>(Some(
-            Validators::new()
-                .with_etag(EntityTag::strong("v1").unwrap())
-                .with_last_modified(modified),
-        ))
-    });
-    let writes = Arc::new(AtomicUsize::new(0));
-    let w = writes.clone();
-    let svc =
-        ConditionalLayer::new()
-            .lookup(lookup)
-            .layer(service_fn(move |_req: Request<String>| {
-                let w = w.clone();
-                async move {
-                    w.fetch_add(1, Ordering::SeqCst);
-                    Ok::<_, Infallible>(Response::new(full("stored")))
-                }
-            }));
+    let store = Store::new(&[("/doc", "v1")]);
+    store.date("/doc", UNIX_EPOCH + Duration::from_secs(1_600_000_000)); // 2020
+    let svc = ConditionalLayer::new()
+        .lookup(store.lookup())
+        .layer(store.handler());
     let put = |date: &str| {
         Request::put("/doc")
             .header("if-unmodified-since", date)
@@ -705,7 +627,7 @@ async fn rfc850_dates_more_than_fifty_years_ahead_are_in_the_past() {
     assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{control}");
     let status = svc.oneshot(put(&date)).await.unwrap().status();
     assert_eq!(
-        (status, writes.load(Ordering::SeqCst)),
+        (status, store.writes()),
         (StatusCode::PRECONDITION_FAILED, 0),
         "{date} is 31 Dec {}, before the 2020 modification (today {today})",
         year - 50
@@ -853,37 +775,15 @@ async fn a_runtime_without_timers_holds_the_body_instead_of_panicking() {
 /// with that tag — so caches that learn a tag from HEAD revalidate the GET they later make.
 #[tokio::test]
 async fn guard_head_in_the_compression_recipe_carries_the_gets_tag_per_coding() {
-    let body = report_text();
-    let handler = service_fn(move |_req: Request<hyper::body::Incoming>| {
-        let body = body.clone();
-        async move {
-            Ok::<_, Infallible>(
-                Response::builder()
-                    .header(header::CONTENT_TYPE, "text/plain")
-                    .body(full(body))
-                    .unwrap(),
-            )
-        }
-    });
     let stack = ServiceBuilder::new()
         .layer(CodingTagsLayer::new())
         .layer(CompressionLayer::new())
         .layer(ConditionalLayer::new())
-        .service(handler);
+        .service(report());
     let addr = serve(stack).await;
     for coding in ["gzip", "identity"] {
-        let get = tokio::time::timeout(
-            WAIT,
-            call(addr, "GET", "/r", &[("accept-encoding", coding)], ""),
-        )
-        .await
-        .unwrap();
-        let head = tokio::time::timeout(
-            WAIT,
-            call(addr, "HEAD", "/r", &[("accept-encoding", coding)], ""),
-        )
-        .await
-        .unwrap();
+        let get = within(call(addr, "GET", "/r", &[("accept-encoding", coding)], "")).await;
+        let head = within(call(addr, "HEAD", "/r", &[("accept-encoding", coding)], "")).await;
         assert_eq!(head.status(), StatusCode::OK);
         assert_eq!(
             get.headers()[header::ETAG],
@@ -896,19 +796,15 @@ async fn guard_head_in_the_compression_recipe_carries_the_gets_tag_per_coding() 
             "{coding}"
         );
         assert!(collect(head.into_body()).await.is_empty());
-        let tag = get.headers()[header::ETAG].to_str().unwrap().to_owned();
-        let again = tokio::time::timeout(
-            WAIT,
-            call(
-                addr,
-                "HEAD",
-                "/r",
-                &[("accept-encoding", coding), ("if-none-match", &tag)],
-                "",
-            ),
-        )
-        .await
-        .unwrap();
+        let tag = tag(get.headers());
+        let again = within(call(
+            addr,
+            "HEAD",
+            "/r",
+            &[("accept-encoding", coding), ("if-none-match", &tag)],
+            "",
+        ))
+        .await;
         assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{coding}");
         assert!(!again.headers().contains_key(header::CONTENT_ENCODING));
     }
@@ -957,44 +853,15 @@ async fn a_routes_own_head_handler_never_gets_the_tag_of_an_empty_body() {
     );
 }
 
-/// A counting handler that answers every method 200 "ok" (and counts writes).
-fn counting(
-    writes: Arc<AtomicUsize>,
-) -> impl tower::Service<Request<String>, Response = Response<TestBody>, Error = Infallible> + Clone
-{
-    service_fn(move |req: Request<String>| {
-        let writes = writes.clone();
-        async move {
-            if req.method() != Method::GET {
-                writes.fetch_add(1, Ordering::SeqCst);
-            }
-            Ok::<_, Infallible>(Response::new(full("ok")))
-        }
-    })
-}
-
-fn current_lookup() -> impl tower::Service<
-    LookupRequest,
-    Response = Option<Validators>,
-    Error = Infallible,
-    Future = impl Send,
-> + Clone {
-    lookup_fn(|_: LookupRequest| async {
-        Ok::<_, Infallible>(Some(
-            Validators::new().with_etag(EntityTag::from_content(b"ok")),
-        ))
-    })
-}
-
 /// One layer value applied twice (outside and inside) shares its lock table: the inner pass
 /// must not wait for the lock its own request holds.
 #[tokio::test]
 async fn the_same_serializing_layer_twice_does_not_wait_on_itself() {
-    let writes = Arc::new(AtomicUsize::new(0));
+    let store = Store::new(&[("/x", "ok")]);
     let layer = ConditionalLayer::new()
-        .lookup(current_lookup())
+        .lookup(store.lookup())
         .serialize_writes(true);
-    let svc = layer.clone().layer(layer.layer(counting(writes.clone())));
+    let svc = layer.clone().layer(layer.layer(store.handler()));
     let tag = EntityTag::from_content(b"ok").to_string();
     let put = Request::put("/x")
         .header("if-match", &tag)
@@ -1005,7 +872,7 @@ async fn the_same_serializing_layer_twice_does_not_wait_on_itself() {
         .expect("no self-deadlock")
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(writes.load(Ordering::SeqCst), 1);
+    assert_eq!(store.writes(), 1);
 }
 
 /// `require_preconditions`: an empty `If-None-Match` list names nothing to compare and swap
@@ -1013,11 +880,11 @@ async fn the_same_serializing_layer_twice_does_not_wait_on_itself() {
 /// evaluated).
 #[tokio::test]
 async fn an_empty_if_none_match_does_not_satisfy_required_preconditions() {
-    let writes = Arc::new(AtomicUsize::new(0));
+    let store = Store::new(&[("/x", "ok")]);
     let svc = ConditionalLayer::new()
-        .lookup(current_lookup())
+        .lookup(store.lookup())
         .require_preconditions(true)
-        .layer(counting(writes.clone()));
+        .layer(store.handler());
     for value in ["", " , "] {
         let put = Request::put("/x")
             .header("if-none-match", value)
@@ -1030,7 +897,7 @@ async fn an_empty_if_none_match_does_not_satisfy_required_preconditions() {
             "{value:?}"
         );
     }
-    assert_eq!(writes.load(Ordering::SeqCst), 0);
+    assert_eq!(store.writes(), 0);
 }
 
 /// The internal GET answered with a redirect: the write would be sent elsewhere the same

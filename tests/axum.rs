@@ -8,7 +8,7 @@ use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use common::{collect, independent_tag};
+use common::{collect, independent_tag, serve_axum, tag};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tower::ServiceExt;
@@ -90,6 +90,35 @@ fn req(method: &str, uri: &str, headers: &[(&str, &str)], body: &str) -> Request
     b.body(Body::from(body.to_owned())).unwrap()
 }
 
+/// `/items/1` holds "first": a PUT with a stale `If-Match` is 412 and writes nothing (not
+/// even through the layer's own GET); one with the tag a GET gave writes "second".
+async fn a_stale_put_is_refused_and_a_current_one_writes<S, B>(app: &S, db: &Db)
+where
+    S: tower::Service<Request<Body>, Response = http::Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    let got = app
+        .clone()
+        .oneshot(req("GET", "/items/1", &[], ""))
+        .await
+        .unwrap();
+    let tag = tag(got.headers());
+    let stale = app
+        .clone()
+        .oneshot(req("PUT", "/items/1", &[("if-match", "\"nope\"")], "x"))
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(db.lock().unwrap()["1"], "first", "nothing written");
+    let ok = app
+        .clone()
+        .oneshot(req("PUT", "/items/1", &[("if-match", &tag)], "second"))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::NO_CONTENT);
+    assert_eq!(db.lock().unwrap()["1"], "second");
+}
+
 #[tokio::test]
 async fn router_layer_tags_and_revalidates() {
     let app = app(Db::default());
@@ -99,7 +128,7 @@ async fn router_layer_tags_and_revalidates() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let tag = resp.headers()[header::ETAG].to_str().unwrap().to_owned();
+    let tag = tag(resp.headers());
     assert_eq!(tag, independent_tag(b"Hello, world!"));
     let resp = app
         .clone()
@@ -136,28 +165,7 @@ async fn route_layer_with_lookup_and_required_preconditions() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::PRECONDITION_REQUIRED);
 
-    let got = app
-        .clone()
-        .oneshot(req("GET", "/items/1", &[], ""))
-        .await
-        .unwrap();
-    let tag = got.headers()[header::ETAG].to_str().unwrap().to_owned();
-
-    let stale = app
-        .clone()
-        .oneshot(req("PUT", "/items/1", &[("if-match", "\"nope\"")], "x"))
-        .await
-        .unwrap();
-    assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
-    assert_eq!(db.lock().unwrap()["1"], "first");
-
-    let ok = app
-        .clone()
-        .oneshot(req("PUT", "/items/1", &[("if-match", &tag)], "second"))
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), StatusCode::NO_CONTENT);
-    assert_eq!(db.lock().unwrap()["1"], "second");
+    a_stale_put_is_refused_and_a_current_one_writes(&app, &db).await;
 
     // route_layer: unknown routes are still 404, untouched.
     let missing = app.oneshot(req("PUT", "/nowhere", &[], "")).await.unwrap();
@@ -193,39 +201,11 @@ async fn the_internal_get_works_when_the_layer_wraps_the_whole_router() {
         .with_state(db.clone());
     let app = tower::Layer::layer(&ConditionalLayer::new().internal_get(), router);
 
-    let got = app
-        .clone()
-        .oneshot(req("GET", "/items/1", &[], ""))
-        .await
-        .unwrap();
-    let tag = got.headers()[header::ETAG].to_str().unwrap().to_owned();
-    let stale = app
-        .clone()
-        .oneshot(req("PUT", "/items/1", &[("if-match", "\"nope\"")], "x"))
-        .await
-        .unwrap();
-    assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
-    assert_eq!(db.lock().unwrap()["1"], "first", "the probe did not write");
-    let ok = app
-        .clone()
-        .oneshot(req("PUT", "/items/1", &[("if-match", &tag)], "second"))
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), StatusCode::NO_CONTENT);
-    assert_eq!(db.lock().unwrap()["1"], "second");
+    a_stale_put_is_refused_and_a_current_one_writes(&app, &db).await;
 
     // And it can be served: an outer Router takes it as its fallback service.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, Router::new().fallback_service(app)).await });
-    let resp = common::send(
-        addr,
-        http::Request::get("/items/1")
-            .header("host", "x")
-            .body(http_body_util::Full::new(bytes::Bytes::new()))
-            .unwrap(),
-    )
-    .await;
+    let addr = serve_axum(Router::new().fallback_service(app)).await;
+    let resp = common::call(addr, "GET", "/items/1", &[], "").await;
     assert_eq!(
         resp.headers()[header::ETAG],
         independent_tag(b"second").as_str()

@@ -12,8 +12,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use bytes::Bytes;
-use common::{collect, spawn_example, Running};
+use common::{call, collected, spawn_example, tag, Running};
 use http::{header, StatusCode};
 
 fn temp_path(name: &str) -> String {
@@ -33,23 +32,6 @@ fn have(tool: &str, version_flag: &str) -> bool {
 fn skip(test: &str, why: &str) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
-}
-
-async fn send(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (StatusCode, http::HeaderMap, Bytes) {
-    let (parts, body) = common::call(addr, method, path, headers, body)
-        .await
-        .into_parts();
-    (parts.status, parts.headers, collect(body).await)
-}
-
-fn tag(headers: &http::HeaderMap) -> String {
-    headers[header::ETAG].to_str().unwrap().to_owned()
 }
 
 #[test]
@@ -74,17 +56,36 @@ fn the_tour_plays_every_exchange_and_exits_zero() {
     ] {
         assert!(stdout.contains(line), "the tour shows {line}:\n{stdout}");
     }
+    // Each exchange carries the layer's outcome, collected from its debug events.
+    for (status, outcome) in [
+        ("< 304 Not Modified", "[outcome: NotModified]"),
+        (
+            "< 412 Precondition Failed",
+            "[outcome: Rejected(PreconditionFailed(",
+        ),
+        ("< 200 OK", "[outcome: Tagged]"),
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(status) && l.contains(outcome)),
+            "the tour shows {outcome} on a {status} line:\n{stdout}"
+        );
+    }
 }
 
 /// 32 writers, one If-Match, spread over `servers`: exactly one wins, per round.
 async fn race(servers: &[SocketAddr], rounds: usize) {
     let first = servers[0];
-    let (status, headers, _) = send(
-        first,
-        "PUT",
-        "/Items/race",
-        &[("content-type", "text/plain")],
-        "start",
+    let (status, headers, _) = collected(
+        call(
+            first,
+            "PUT",
+            "/Items/race",
+            &[("content-type", "text/plain")],
+            "start",
+        )
+        .await,
     )
     .await;
     assert!(status.is_success());
@@ -96,12 +97,15 @@ async fn race(servers: &[SocketAddr], rounds: usize) {
             let if_match = current.clone();
             tasks.push(tokio::spawn(async move {
                 let body = format!("round {round} writer {writer}");
-                let (status, headers, _) = send(
-                    addr,
-                    "PUT",
-                    "/Items/race",
-                    &[("if-match", &if_match)],
-                    &body,
+                let (status, headers, _) = collected(
+                    call(
+                        addr,
+                        "PUT",
+                        "/Items/race",
+                        &[("if-match", &if_match)],
+                        &body,
+                    )
+                    .await,
                 )
                 .await;
                 (status, headers, body)
@@ -118,7 +122,8 @@ async fn race(servers: &[SocketAddr], rounds: usize) {
         }
         assert_eq!(winners.len(), 1, "round {round}: exactly one writer wins");
         let (body, new_tag) = winners.pop().unwrap();
-        let (status, headers, stored) = send(first, "GET", "/Items/race", &[], "").await;
+        let (status, headers, stored) =
+            collected(call(first, "GET", "/Items/race", &[], "").await).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
             stored, body,
@@ -176,25 +181,32 @@ async fn postgres_two_processes_racing_writers_one_winner_per_round() {
         .unwrap();
     assert_eq!(row.get::<_, i64>(0), 1 + 20);
     // Both processes see one store: a write through one is read through the other.
-    let (status, headers, _) = send(a.addr, "PUT", "/Items/shared", &[], "from a").await;
+    let (status, headers, _) =
+        collected(call(a.addr, "PUT", "/Items/shared", &[], "from a").await).await;
     assert!(status.is_success());
-    let (_, _, body) = send(b.addr, "GET", "/Items/shared", &[], "").await;
+    let (_, _, body) = collected(call(b.addr, "GET", "/Items/shared", &[], "").await).await;
     assert_eq!(body, "from a");
-    let (status, _, _) = send(
-        b.addr,
-        "PUT",
-        "/Items/shared",
-        &[("if-match", "\"stale\"")],
-        "from b",
+    let (status, _, _) = collected(
+        call(
+            b.addr,
+            "PUT",
+            "/Items/shared",
+            &[("if-match", "\"stale\"")],
+            "from b",
+        )
+        .await,
     )
     .await;
     assert_eq!(status, StatusCode::PRECONDITION_FAILED);
-    let (status, _, _) = send(
-        b.addr,
-        "GET",
-        "/Items/shared",
-        &[("if-none-match", &tag(&headers))],
-        "",
+    let (status, _, _) = collected(
+        call(
+            b.addr,
+            "GET",
+            "/Items/shared",
+            &[("if-none-match", &tag(&headers))],
+            "",
+        )
+        .await,
     )
     .await;
     assert_eq!(status, StatusCode::NOT_MODIFIED);
@@ -270,12 +282,15 @@ async fn nginx_cache_revalidates_with_us_and_serves_the_full_body() {
         );
     }
     let server = start_sqlite_server("nginx.sqlite");
-    let (status, _, _) = send(
-        server.addr,
-        "PUT",
-        "/Items/cached",
-        &[("content-type", "text/plain")],
-        "cache me",
+    let (status, _, _) = collected(
+        call(
+            server.addr,
+            "PUT",
+            "/Items/cached",
+            &[("content-type", "text/plain")],
+            "cache me",
+        )
+        .await,
     )
     .await;
     assert_eq!(status, StatusCode::CREATED);
@@ -329,13 +344,15 @@ http {{
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (status, headers, body) = send(proxy, "GET", "/Items/cached", &[], "").await;
+    let (status, headers, body) =
+        collected(call(proxy, "GET", "/Items/cached", &[], "").await).await;
     assert_eq!((status, &body[..]), (StatusCode::OK, &b"cache me"[..]));
     assert_eq!(headers["x-cache-status"], "MISS");
-    let (_, headers, _) = send(proxy, "GET", "/Items/cached", &[], "").await;
+    let (_, headers, _) = collected(call(proxy, "GET", "/Items/cached", &[], "").await).await;
     assert_eq!(headers["x-cache-status"], "HIT");
     tokio::time::sleep(Duration::from_millis(2100)).await; // the entry expires
-    let (status, headers, body) = send(proxy, "GET", "/Items/cached", &[], "").await;
+    let (status, headers, body) =
+        collected(call(proxy, "GET", "/Items/cached", &[], "").await).await;
     let _ = nginx.kill();
     let _ = nginx.wait();
     assert_eq!(
@@ -366,20 +383,26 @@ async fn chromium_revalidates_a_no_cache_resource_and_we_answer_304() {
     let server = start_sqlite_server("chromium.sqlite");
     let page =
         "<!doctype html><title>t</title><p id=ok>loaded</p><script src=\"/Items/app.js\"></script>";
-    send(
-        server.addr,
-        "PUT",
-        "/Items/page",
-        &[("content-type", "text/html")],
-        page,
+    collected(
+        call(
+            server.addr,
+            "PUT",
+            "/Items/page",
+            &[("content-type", "text/html")],
+            page,
+        )
+        .await,
     )
     .await;
-    send(
-        server.addr,
-        "PUT",
-        "/Items/app.js",
-        &[("content-type", "text/javascript")],
-        "document.title = 'scripted';",
+    collected(
+        call(
+            server.addr,
+            "PUT",
+            "/Items/app.js",
+            &[("content-type", "text/javascript")],
+            "document.title = 'scripted';",
+        )
+        .await,
     )
     .await;
 
@@ -589,7 +612,8 @@ impl Scim {
             all.push(("content-type", "application/scim+json"));
         }
         let path = format!("/scim/v2{path}");
-        let (status, headers, bytes) = send(self.addr, method, &path, &all, body).await;
+        let (status, headers, bytes) =
+            collected(call(self.addr, method, &path, &all, body).await).await;
         let json = if bytes.is_empty() {
             serde_json::Value::Null
         } else {
@@ -1325,7 +1349,8 @@ async fn scim_without_the_token_401_and_no_etag_304_or_412() {
     }
     assert_eq!(scim.get(&path).await.etag(), v, "nothing was written");
     // /Items needs no token.
-    let (status, _, _) = send(server.addr, "PUT", "/Items/open", &[], "open").await;
+    let (status, _, _) =
+        collected(call(server.addr, "PUT", "/Items/open", &[], "open").await).await;
     assert_eq!(status, StatusCode::CREATED);
 }
 

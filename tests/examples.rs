@@ -6,23 +6,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{collect, spawn_example};
+use common::{call, collect, spawn_example, tag};
 use http::{header, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-
-async fn send(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> http::Response<hyper::body::Incoming> {
-    common::call(addr, method, path, headers, body).await
-}
-
-fn tag<B>(r: &http::Response<B>) -> String {
-    r.headers()[header::ETAG].to_str().unwrap().to_owned()
-}
 
 #[tokio::test]
 async fn axum_per_route() {
@@ -30,35 +16,35 @@ async fn axum_per_route() {
     let a = server.addr;
 
     // Hash-only.
-    let doc = send(a, "GET", "/docs/intro", &[], "").await;
-    let t = tag(&doc);
+    let doc = call(a, "GET", "/docs/intro", &[], "").await;
+    let t = tag(doc.headers());
     assert_eq!(
-        send(a, "GET", "/docs/intro", &[("if-none-match", &t)], "")
+        call(a, "GET", "/docs/intro", &[("if-none-match", &t)], "")
             .await
             .status(),
         StatusCode::NOT_MODIFIED
     );
 
     // Lookup-backed resource.
-    let created = send(a, "PUT", "/notes/1", &[("if-none-match", "*")], "first").await;
+    let created = call(a, "PUT", "/notes/1", &[("if-none-match", "*")], "first").await;
     assert_eq!(created.status(), StatusCode::CREATED);
     assert_eq!(
-        send(a, "PUT", "/notes/1", &[("if-none-match", "*")], "again")
+        call(a, "PUT", "/notes/1", &[("if-none-match", "*")], "again")
             .await
             .status(),
         StatusCode::PRECONDITION_FAILED
     );
     assert_eq!(
-        send(a, "PUT", "/notes/1", &[("if-match", "\"stale\"")], "x")
+        call(a, "PUT", "/notes/1", &[("if-match", "\"stale\"")], "x")
             .await
             .status(),
         StatusCode::PRECONDITION_FAILED
     );
-    let note = send(a, "GET", "/notes/1", &[], "").await;
-    let t = tag(&note);
+    let note = call(a, "GET", "/notes/1", &[], "").await;
+    let t = tag(note.headers());
     assert_eq!(collect(note.into_body()).await, "first");
     assert_eq!(
-        send(a, "PUT", "/notes/1", &[("if-match", &t)], "second")
+        call(a, "PUT", "/notes/1", &[("if-match", &t)], "second")
             .await
             .status(),
         StatusCode::NO_CONTENT
@@ -66,12 +52,12 @@ async fn axum_per_route() {
 
     // Strict, checked with the internal GET.
     assert_eq!(
-        send(a, "PUT", "/config", &[], "mode = fast").await.status(),
+        call(a, "PUT", "/config", &[], "mode = fast").await.status(),
         StatusCode::PRECONDITION_REQUIRED
     );
-    let t = tag(&send(a, "GET", "/config", &[], "").await);
+    let t = tag(call(a, "GET", "/config", &[], "").await.headers());
     assert_eq!(
-        send(
+        call(
             a,
             "PUT",
             "/config",
@@ -83,14 +69,14 @@ async fn axum_per_route() {
         StatusCode::PRECONDITION_FAILED
     );
     assert_eq!(
-        send(a, "PUT", "/config", &[("if-match", &t)], "mode = fast")
+        call(a, "PUT", "/config", &[("if-match", &t)], "mode = fast")
             .await
             .status(),
         StatusCode::NO_CONTENT
     );
 
     // Streams untouched.
-    let events = send(a, "GET", "/events", &[], "").await;
+    let events = call(a, "GET", "/events", &[], "").await;
     assert!(!events.headers().contains_key(header::ETAG));
     let mut body = events.into_body();
     let first = tokio::time::timeout(Duration::from_secs(5), body.frame())
@@ -102,15 +88,15 @@ async fn axum_per_route() {
         .into_data()
         .unwrap()
         .starts_with(b"data: "));
-    let export = send(a, "GET", "/export", &[], "").await;
+    let export = call(a, "GET", "/export", &[], "").await;
     assert!(!export.headers().contains_key(header::ETAG));
     assert_eq!(collect(export.into_body()).await.len(), 64 * 1024 * 1024);
 
     // The handler's own tag.
-    let version = send(a, "GET", "/version", &[], "").await;
-    assert_eq!(tag(&version), "W/\"build-42\"");
+    let version = call(a, "GET", "/version", &[], "").await;
+    assert_eq!(tag(version.headers()), "W/\"build-42\"");
     assert_eq!(
-        send(
+        call(
             a,
             "GET",
             "/version",
@@ -127,27 +113,27 @@ async fn axum_per_route() {
 async fn hyper_service() {
     let server = spawn_example("hyper_service", &["--addr", "127.0.0.1:0"]);
     let a = server.addr;
-    let got = send(a, "GET", "/counter", &[], "").await;
-    let t = tag(&got);
+    let got = call(a, "GET", "/counter", &[], "").await;
+    let t = tag(got.headers());
     assert_eq!(collect(got.into_body()).await, "0");
     assert_eq!(
-        send(a, "PUT", "/counter", &[("if-match", "\"stale\"")], "5")
+        call(a, "PUT", "/counter", &[("if-match", "\"stale\"")], "5")
             .await
             .status(),
         StatusCode::PRECONDITION_FAILED
     );
     assert_eq!(
-        collect(send(a, "GET", "/counter", &[], "").await.into_body()).await,
+        collect(call(a, "GET", "/counter", &[], "").await.into_body()).await,
         "0"
     );
     assert_eq!(
-        send(a, "PUT", "/counter", &[("if-match", &t)], "1")
+        call(a, "PUT", "/counter", &[("if-match", &t)], "1")
             .await
             .status(),
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        send(a, "GET", "/counter", &[("if-none-match", &t)], "")
+        call(a, "GET", "/counter", &[("if-none-match", &t)], "")
             .await
             .status(),
         StatusCode::OK,
@@ -159,12 +145,12 @@ async fn hyper_service() {
 async fn service_builder_gives_each_coding_its_own_tag_and_lookups_validate_both() {
     let server = spawn_example("service_builder", &["--addr", "127.0.0.1:0"]);
     let a = server.addr;
-    let gzip = send(a, "GET", "/report", &[("accept-encoding", "gzip")], "").await;
+    let gzip = call(a, "GET", "/report", &[("accept-encoding", "gzip")], "").await;
     assert_eq!(gzip.headers()[header::CONTENT_ENCODING], "gzip");
-    let gzip_tag = tag(&gzip);
-    let identity = send(a, "GET", "/report", &[("accept-encoding", "identity")], "").await;
+    let gzip_tag = tag(gzip.headers());
+    let identity = call(a, "GET", "/report", &[("accept-encoding", "identity")], "").await;
     assert!(!identity.headers().contains_key(header::CONTENT_ENCODING));
-    let identity_tag = tag(&identity);
+    let identity_tag = tag(identity.headers());
     let identity_bytes = collect(identity.into_body()).await;
     assert!(identity_bytes.len() >= 1024, "a report of at least 1 KiB");
     assert_eq!(
@@ -182,7 +168,7 @@ async fn service_builder_gives_each_coding_its_own_tag_and_lookups_validate_both
         ("gzip", &identity_tag, StatusCode::OK),
         ("identity", &gzip_tag, StatusCode::OK),
     ] {
-        let r = send(
+        let r = call(
             a,
             "GET",
             "/report",
@@ -192,7 +178,11 @@ async fn service_builder_gives_each_coding_its_own_tag_and_lookups_validate_both
         .await;
         assert_eq!(r.status(), expect, "{coding} with {tag}");
         if expect == StatusCode::NOT_MODIFIED {
-            assert_eq!(&self::tag(&r), tag, "a 304 names the tag it validated");
+            assert_eq!(
+                &self::tag(r.headers()),
+                tag,
+                "a 304 names the tag it validated"
+            );
             assert!(!r.headers().contains_key(header::CONTENT_ENCODING));
             assert!(r.headers()[header::VARY]
                 .to_str()
@@ -203,7 +193,7 @@ async fn service_builder_gives_each_coding_its_own_tag_and_lookups_validate_both
     }
 
     // A stale write gets 412 from either coding's tag format, and writes nothing.
-    let stale = send(
+    let stale = call(
         a,
         "PUT",
         "/report",
@@ -213,7 +203,7 @@ async fn service_builder_gives_each_coding_its_own_tag_and_lookups_validate_both
     .await;
     assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
     // The gzip client's current tag validates its write: the lookup sees the identity tag.
-    let from_gzip = send(
+    let from_gzip = call(
         a,
         "PUT",
         "/report",
@@ -222,10 +212,10 @@ async fn service_builder_gives_each_coding_its_own_tag_and_lookups_validate_both
     )
     .await;
     assert_eq!(from_gzip.status(), StatusCode::NO_CONTENT);
-    let new_tag = tag(&from_gzip);
+    let new_tag = tag(from_gzip.headers());
     assert_eq!(new_tag, common::independent_tag(b"second report"));
     // The identity tag of the old version is now stale; the new one validates.
-    let stale = send(
+    let stale = call(
         a,
         "PUT",
         "/report",
@@ -234,7 +224,7 @@ async fn service_builder_gives_each_coding_its_own_tag_and_lookups_validate_both
     )
     .await;
     assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
-    let fresh = send(
+    let fresh = call(
         a,
         "PUT",
         "/report",
@@ -243,7 +233,7 @@ async fn service_builder_gives_each_coding_its_own_tag_and_lookups_validate_both
     )
     .await;
     assert_eq!(fresh.status(), StatusCode::NO_CONTENT);
-    let now = send(a, "GET", "/report", &[("accept-encoding", "identity")], "").await;
+    let now = call(a, "GET", "/report", &[("accept-encoding", "identity")], "").await;
     assert_eq!(collect(now.into_body()).await, "third report");
 }
 

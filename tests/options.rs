@@ -21,15 +21,6 @@ use tower_conditional::{
     Validators,
 };
 
-fn get(uri: &str) -> Request<String> {
-    Request::get(uri).body(String::new()).unwrap()
-}
-
-fn with(mut req: Request<String>, name: &'static str, value: &str) -> Request<String> {
-    req.headers_mut().append(name, value.parse().unwrap());
-    req
-}
-
 fn outcome<B>(resp: &Response<B>) -> Outcome {
     *resp
         .extensions()
@@ -71,7 +62,7 @@ async fn weak_etags_revalidate_but_never_satisfy_a_strong_if_match() {
 
     let svc = layer.clone().layer(handler.clone());
     let first = svc.clone().oneshot(get("/")).await.unwrap();
-    let sent = first.headers()[header::ETAG].to_str().unwrap().to_owned();
+    let sent = tag(first.headers());
     assert_eq!(sent, weak.to_string(), "W/ and the content hash");
     let again = svc
         .clone()
@@ -308,30 +299,9 @@ async fn the_outcome_is_a_response_extension() {
     );
 }
 
-/// A writer that keeps what `tracing` prints.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn the_outcome_is_traced_at_debug_level() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::install(tracing::Level::DEBUG);
     let svc = ConditionalLayer::new()
         .outcome_extension(true)
         .layer(service_fn(|_: Request<String>| async {
@@ -343,7 +313,7 @@ async fn the_outcome_is_traced_at_debug_level() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     assert!(
         log.contains("DEBUG") && log.contains("NotModified") && log.contains("status=304"),
         "{log}"

@@ -363,11 +363,11 @@ impl Reply {
         B: http_body::Body,
         B::Error: std::fmt::Debug,
     {
-        let (head, body) = response.into_parts();
+        let (status, headers, body) = common::collected(response).await;
         Reply {
-            status: head.status,
-            headers: head.headers,
-            body: common::collect(body).await,
+            status,
+            headers,
+            body,
         }
     }
 
@@ -408,14 +408,6 @@ impl Client {
             }
         }
     }
-}
-
-/// Serves an axum router on 127.0.0.1 until the test ends.
-async fn serve_axum(app: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
 }
 
 // ---------------------------------------------------------------------------------------
@@ -525,13 +517,14 @@ impl Placement {
                     .layer(layer)
                     .service(by_method::<Body>(calls.clone())),
             )),
-            Placement::RouterLayer => Client::http(serve_axum(router(calls).layer(layer)).await),
+            Placement::RouterLayer =>
+                Client::http(common::serve_axum(router(calls).layer(layer)).await),
             Placement::RouteLayer => {
-                Client::http(serve_axum(router(calls).route_layer(layer)).await)
+                Client::http(common::serve_axum(router(calls).route_layer(layer)).await)
             }
             Placement::MethodRouterLayer => {
                 let app = Router::new().route(PATH, methods(calls).layer(layer));
-                Client::http(serve_axum(app).await)
+                Client::http(common::serve_axum(app).await)
             }
             Placement::WholeRouter => {
                 let svc = layer
@@ -541,22 +534,22 @@ impl Placement {
             }
             Placement::WholeRouterFallback => {
                 let app = Router::new().fallback_service(layer.layer(router(calls)));
-                Client::http(serve_axum(app).await)
+                Client::http(common::serve_axum(app).await)
             }
             Placement::WholeRouterNested => {
                 let app = Router::new().nest_service("/api", layer.layer(router(calls)));
                 Client::Http {
-                    addr: serve_axum(app).await,
+                    addr: common::serve_axum(app).await,
                     prefix: "/api",
                 }
             }
             Placement::WholeRouterRouteService => {
                 let app = Router::new().route_service(PATH, layer.layer(router(calls)));
-                Client::http(serve_axum(app).await)
+                Client::http(common::serve_axum(app).await)
             }
             Placement::MethodRouterFallback => {
                 let app = Router::new().fallback(methods(calls).layer(layer));
-                Client::http(serve_axum(app).await)
+                Client::http(common::serve_axum(app).await)
             }
         })
     }
@@ -1120,7 +1113,7 @@ async fn authentication_outside_answers_before_any_precondition() {
                         .lookup_reads(true),
                 )
                 .layer(from_fn(require_bearer));
-            serve_axum(app).await
+            common::serve_axum(app).await
         };
         let client = Client::http(addr);
         let tries = [

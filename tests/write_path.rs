@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,145 +18,15 @@ use tower_conditional::{
     Validators,
 };
 
-#[derive(Clone)]
-struct Item {
-    body: Bytes,
-    modified: SystemTime,
-}
-
-/// An in-memory store with a handler that honours the layer's expectation as a CAS, and
-/// counters that show whether the handler ran and wrote.
-#[derive(Clone, Default)]
-struct Store {
-    items: Arc<Mutex<HashMap<String, Item>>>,
-    handled: Arc<AtomicUsize>,
-    writes: Arc<AtomicUsize>,
+/// A store holding `body` at `path`, last modified at `t(1_000_000)`.
+fn stored(path: &str, body: &str) -> Store {
+    let store = Store::new(&[(path, body)]);
+    store.date(path, t(1_000_000));
+    store
 }
 
 fn t(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs)
-}
-
-impl Store {
-    fn with(path: &str, body: &'static str) -> Self {
-        let store = Store::default();
-        store.put_raw(path, body, t(1_000_000));
-        store
-    }
-
-    fn put_raw(&self, path: &str, body: &'static str, modified: SystemTime) {
-        self.items.lock().unwrap().insert(
-            path.to_owned(),
-            Item {
-                body: Bytes::from_static(body.as_bytes()),
-                modified,
-            },
-        );
-    }
-
-    fn get(&self, path: &str) -> Option<Bytes> {
-        self.items.lock().unwrap().get(path).map(|i| i.body.clone())
-    }
-
-    fn lookup(
-        &self,
-    ) -> impl tower::Service<
-        LookupRequest,
-        Response = Option<Validators>,
-        Error = Infallible,
-        Future = impl Send,
-    > + Clone
-           + Send
-           + Sync {
-        let items = self.items.clone();
-        lookup_fn(move |req: LookupRequest| {
-            let found = items.lock().unwrap().get(req.uri().path()).map(|item| {
-                Validators::new()
-                    .with_etag(EntityTag::from_content(&item.body))
-                    .with_last_modified(item.modified)
-            });
-            async move { Ok::<_, Infallible>(found) }
-        })
-    }
-
-    fn handler(
-        &self,
-    ) -> impl tower::Service<
-        Request<String>,
-        Response = Response<TestBody>,
-        Error = Infallible,
-        Future = impl Send,
-    > + Clone
-           + Send {
-        let store = self.clone();
-        service_fn(move |req: Request<String>| {
-            let store = store.clone();
-            async move {
-                store.handled.fetch_add(1, Ordering::SeqCst);
-                let path = req.uri().path().to_owned();
-                let status = |s: StatusCode| {
-                    Response::builder()
-                        .status(s)
-                        .body(full(Bytes::new()))
-                        .unwrap()
-                };
-                let resp = match *req.method() {
-                    Method::GET => match store.get(&path) {
-                        Some(body) => Response::new(full(body)),
-                        None => status(StatusCode::NOT_FOUND),
-                    },
-                    Method::PUT | Method::PATCH => {
-                        let mut items = store.items.lock().unwrap();
-                        // The compare-and-swap on what the layer validated.
-                        if let Some(e) = req.extensions().get::<Expectation>() {
-                            let current =
-                                items.get(&path).map(|i| EntityTag::from_content(&i.body));
-                            if e.must_not_exist() && current.is_some() {
-                                return Ok(status(StatusCode::PRECONDITION_FAILED));
-                            }
-                            if let Some(expected) = e.etag() {
-                                if current.as_ref() != Some(expected) {
-                                    return Ok(status(StatusCode::PRECONDITION_FAILED));
-                                }
-                            }
-                        }
-                        let body = Bytes::from(req.into_body());
-                        let created = items
-                            .insert(
-                                path,
-                                Item {
-                                    body,
-                                    modified: SystemTime::now(),
-                                },
-                            )
-                            .is_none();
-                        store.writes.fetch_add(1, Ordering::SeqCst);
-                        status(if created {
-                            StatusCode::CREATED
-                        } else {
-                            StatusCode::OK
-                        })
-                    }
-                    Method::DELETE => {
-                        store.items.lock().unwrap().remove(&path);
-                        store.writes.fetch_add(1, Ordering::SeqCst);
-                        status(StatusCode::NO_CONTENT)
-                    }
-                    _ => status(StatusCode::METHOD_NOT_ALLOWED),
-                };
-                Ok::<_, Infallible>(resp)
-            }
-        })
-    }
-}
-
-fn put(uri: &str, body: &str) -> Request<String> {
-    Request::put(uri).body(body.to_owned()).unwrap()
-}
-
-fn with(mut req: Request<String>, name: &'static str, value: &str) -> Request<String> {
-    req.headers_mut().append(name, value.parse().unwrap());
-    req
 }
 
 fn tag_of(s: &str) -> String {
@@ -174,7 +43,7 @@ async fn problem(resp: Response<impl http_body::Body<Error = impl std::fmt::Debu
 
 #[tokio::test]
 async fn a_stale_if_match_is_412_before_the_handler_runs() {
-    let store = Store::with("/u/1", "v1");
+    let store = stored("/u/1", "v1");
     let svc = ConditionalLayer::new()
         .lookup(store.lookup())
         .layer(store.handler());
@@ -194,24 +63,20 @@ async fn a_stale_if_match_is_412_before_the_handler_runs() {
         body.contains("\"condition\":\"If-Match\"") && body.contains("\"status\":412"),
         "{body}"
     );
-    assert_eq!(
-        store.handled.load(Ordering::SeqCst),
-        0,
-        "the handler never ran"
-    );
-    assert_eq!(store.get("/u/1").unwrap(), "v1", "nothing written");
+    assert_eq!(store.calls.total(), 0, "the handler never ran");
+    assert_eq!(store.body("/u/1").unwrap(), "v1", "nothing written");
 
     let resp = svc
         .oneshot(with(put("/u/1", "v2"), "if-match", &tag_of("v1")))
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(store.get("/u/1").unwrap(), "v2");
+    assert_eq!(store.body("/u/1").unwrap(), "v2");
 }
 
 #[tokio::test]
 async fn if_match_star_and_absent_targets() {
-    let store = Store::with("/u/1", "v1");
+    let store = stored("/u/1", "v1");
     let svc = ConditionalLayer::new()
         .lookup(store.lookup())
         .layer(store.handler());
@@ -244,7 +109,7 @@ async fn if_match_star_and_absent_targets() {
         }
     }
     assert_eq!(
-        store.handled.load(Ordering::SeqCst),
+        store.calls.total(),
         1,
         "only the successful PUT reached the handler"
     );
@@ -263,12 +128,12 @@ async fn if_match_star_and_absent_targets() {
         svc.oneshot(req).await.unwrap().status(),
         StatusCode::PRECONDITION_FAILED
     );
-    assert_eq!(store.writes.load(Ordering::SeqCst), 1);
+    assert_eq!(store.writes(), 1);
 }
 
 #[tokio::test]
 async fn if_none_match_star_is_create_only_and_a_match_on_a_write_is_412_not_304() {
-    let store = Store::default();
+    let store = Store::new(&[]);
     let svc = ConditionalLayer::new()
         .lookup(store.lookup())
         .layer(store.handler());
@@ -285,7 +150,7 @@ async fn if_none_match_star_is_create_only_and_a_match_on_a_write_is_412_not_304
         .unwrap();
     assert_eq!(second.status(), StatusCode::PRECONDITION_FAILED);
     assert!(problem(second).await.contains("If-None-Match"));
-    assert_eq!(store.get("/u/new").unwrap(), "a");
+    assert_eq!(store.body("/u/new").unwrap(), "a");
 
     let matched = svc
         .oneshot(with(
@@ -296,12 +161,12 @@ async fn if_none_match_star_is_create_only_and_a_match_on_a_write_is_412_not_304
         .await
         .unwrap();
     assert_eq!(matched.status(), StatusCode::PRECONDITION_FAILED);
-    assert_eq!(store.writes.load(Ordering::SeqCst), 1);
+    assert_eq!(store.writes(), 1);
 }
 
 #[tokio::test]
 async fn if_unmodified_since_only_without_if_match() {
-    let store = Store::with("/u/1", "v1"); // modified at t(1_000_000)
+    let store = stored("/u/1", "v1"); // modified at t(1_000_000)
     let svc = ConditionalLayer::new()
         .lookup(store.lookup())
         .layer(store.handler());
@@ -324,7 +189,8 @@ async fn if_unmodified_since_only_without_if_match() {
         svc.clone().oneshot(req).await.unwrap().status(),
         StatusCode::OK
     );
-    store.put_raw("/u/1", "v1", t(1_000_000));
+    store.set("/u/1", "v1");
+    store.date("/u/1", t(1_000_000));
     let resp = svc
         .oneshot(with(put("/u/1", "y"), "if-unmodified-since", &at))
         .await
@@ -334,7 +200,7 @@ async fn if_unmodified_since_only_without_if_match() {
 
 #[tokio::test]
 async fn the_handler_receives_the_validated_expectation() {
-    let store = Store::with("/u/1", "v1");
+    let store = stored("/u/1", "v1");
     let seen = Arc::new(Mutex::new(None::<Expectation>));
     let record = seen.clone();
     let inner = service_fn(move |req: Request<String>| {
@@ -375,18 +241,14 @@ async fn the_handler_receives_the_validated_expectation() {
 
 #[tokio::test]
 async fn without_a_lookup_the_layer_asks_the_service_with_an_internal_get() {
-    let store = Store::with("/u/1", "v1");
+    let store = stored("/u/1", "v1");
     let svc = ConditionalLayer::new()
         .internal_get()
         .layer(store.handler());
 
     // The client's tag comes from a GET through the same layer.
-    let got = svc
-        .clone()
-        .oneshot(Request::get("/u/1").body(String::new()).unwrap())
-        .await
-        .unwrap();
-    let tag = got.headers()[header::ETAG].to_str().unwrap().to_owned();
+    let got = svc.clone().oneshot(get("/u/1")).await.unwrap();
+    let tag = tag(got.headers());
 
     let stale = svc
         .clone()
@@ -395,7 +257,7 @@ async fn without_a_lookup_the_layer_asks_the_service_with_an_internal_get() {
         .unwrap();
     assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
     assert!(!stale.headers().contains_key(header::ETAG));
-    assert_eq!(store.writes.load(Ordering::SeqCst), 0);
+    assert_eq!(store.writes(), 0);
 
     let fresh = svc
         .clone()
@@ -403,7 +265,7 @@ async fn without_a_lookup_the_layer_asks_the_service_with_an_internal_get() {
         .await
         .unwrap();
     assert_eq!(fresh.status(), StatusCode::OK);
-    assert_eq!(store.get("/u/1").unwrap(), "v2");
+    assert_eq!(store.body("/u/1").unwrap(), "v2");
 
     // A 404 from the internal GET means "no current representation".
     let create = svc
@@ -421,7 +283,7 @@ async fn without_a_lookup_the_layer_asks_the_service_with_an_internal_get() {
 
 #[tokio::test]
 async fn no_lookup_leaves_write_preconditions_to_the_handler() {
-    let store = Store::with("/u/1", "v1");
+    let store = stored("/u/1", "v1");
     let seen = Arc::new(Mutex::new(None));
     let record = seen.clone();
     let inner = service_fn(move |req: Request<String>| {
@@ -444,7 +306,7 @@ async fn no_lookup_leaves_write_preconditions_to_the_handler() {
 
 #[tokio::test]
 async fn required_preconditions_answer_428() {
-    let store = Store::with("/u/1", "v1");
+    let store = stored("/u/1", "v1");
     let svc = ConditionalLayer::new()
         .lookup(store.lookup())
         .require_preconditions(true)
@@ -470,13 +332,9 @@ async fn required_preconditions_answer_428() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::PRECONDITION_REQUIRED);
-    assert_eq!(store.handled.load(Ordering::SeqCst), 0);
+    assert_eq!(store.calls.total(), 0);
     // Reads are not affected; a conditional write goes through.
-    let read = svc
-        .clone()
-        .oneshot(Request::get("/u/1").body(String::new()).unwrap())
-        .await
-        .unwrap();
+    let read = svc.clone().oneshot(get("/u/1")).await.unwrap();
     assert_eq!(read.status(), StatusCode::OK);
     let resp = svc
         .oneshot(with(put("/u/1", "v2"), "if-match", &tag_of("v1")))
@@ -485,31 +343,11 @@ async fn required_preconditions_answer_428() {
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
-/// A writer that keeps what `tracing` prints, for asserting that an error reached it.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_failing_lookup_fails_closed_with_503_and_is_traced() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::install(tracing::Level::INFO);
 
-    let store = Store::with("/u/1", "v1");
+    let store = stored("/u/1", "v1");
     let failing = lookup_fn(|_req: LookupRequest| async {
         Err::<Option<Validators>, _>(std::io::Error::other("db unreachable"))
     });
@@ -527,9 +365,9 @@ async fn a_failing_lookup_fails_closed_with_503_and_is_traced() {
         !body.contains("db unreachable"),
         "internal errors are logged, not sent: {body}"
     );
-    assert_eq!(store.handled.load(Ordering::SeqCst), 0);
-    assert_eq!(store.get("/u/1").unwrap(), "v1");
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(store.calls.total(), 0);
+    assert_eq!(store.body("/u/1").unwrap(), "v1");
+    let log = captured.text();
     assert!(
         log.contains("db unreachable") && log.contains("ERROR"),
         "{log}"
@@ -538,7 +376,7 @@ async fn a_failing_lookup_fails_closed_with_503_and_is_traced() {
 
 #[tokio::test]
 async fn a_slow_lookup_behind_a_timeout_fails_closed() {
-    let store = Store::with("/u/1", "v1");
+    let store = stored("/u/1", "v1");
     let slow = lookup_fn(|_req: LookupRequest| async {
         tokio::time::sleep(Duration::from_secs(30)).await;
         Ok::<_, Infallible>(None)
@@ -572,31 +410,25 @@ async fn a_slow_lookup_behind_a_timeout_fails_closed() {
     );
     assert_eq!(collect(resp.into_body()).await, "custom");
     assert!(started.elapsed() < Duration::from_secs(20));
-    assert_eq!(store.handled.load(Ordering::SeqCst), 0);
+    assert_eq!(store.calls.total(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_writers_exactly_one_wins_with_serialized_writes() {
-    let store = Store::with("/u/1", "v0");
+    let store = stored("/u/1", "v0");
     let svc = ConditionalLayer::new()
         .lookup(store.lookup())
         .serialize_writes(true)
-        .layer(store.handler());
+        .layer(store.handler::<String>());
     // The handler here does not CAS: the lock alone must make the layer's check hold.
-    let plain_store = store.clone();
+    let (plain_store, writes) = (store.clone(), Arc::new(AtomicUsize::new(0)));
+    let counted = writes.clone();
     let no_cas = service_fn(move |req: Request<String>| {
-        let store = plain_store.clone();
+        let (store, writes) = (plain_store.clone(), counted.clone());
         async move {
             tokio::time::sleep(Duration::from_millis(2)).await; // widen the race window
-            let body = Bytes::from(req.into_body());
-            store.items.lock().unwrap().insert(
-                "/u/1".into(),
-                Item {
-                    body,
-                    modified: SystemTime::now(),
-                },
-            );
-            store.writes.fetch_add(1, Ordering::SeqCst);
+            store.set("/u/1", req.body());
+            writes.fetch_add(1, Ordering::SeqCst);
             Ok::<_, Infallible>(Response::new(full(Bytes::new())))
         }
     });
@@ -607,7 +439,7 @@ async fn racing_writers_exactly_one_wins_with_serialized_writes() {
     drop(svc);
     // 20 rounds of 32 writers holding the same If-Match.
     for round in 0..20 {
-        let current = String::from_utf8(store.get("/u/1").unwrap().to_vec()).unwrap();
+        let current = store.body("/u/1").unwrap();
         let tag = tag_of(&current);
         let mut tasks = Vec::new();
         for i in 0..32 {
@@ -634,22 +466,18 @@ async fn racing_writers_exactly_one_wins_with_serialized_writes() {
         assert_eq!(winners.len(), 1, "round {round}: exactly one 2xx");
         assert_eq!(failed, 31);
         assert_eq!(
-            store.get("/u/1").unwrap(),
+            store.body("/u/1").unwrap(),
             format!("round {round} writer {}", winners[0]),
             "nothing lost"
         );
     }
-    assert_eq!(
-        store.writes.load(Ordering::SeqCst),
-        20,
-        "one write per round"
-    );
+    assert_eq!(writes.load(Ordering::SeqCst), 20, "one write per round");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_writers_exactly_one_wins_with_the_handlers_cas() {
     // No lock: several may pass the layer's check, but the CAS on the expectation decides.
-    let store = Store::with("/u/1", "v0");
+    let store = stored("/u/1", "v0");
     let svc = ConditionalLayer::new()
         .lookup(store.lookup())
         .layer(store.handler());
@@ -671,13 +499,16 @@ async fn racing_writers_exactly_one_wins_with_the_handlers_cas() {
         }
     }
     assert_eq!(winners.len(), 1);
-    assert_eq!(store.writes.load(Ordering::SeqCst), 1);
-    assert_eq!(store.get("/u/1").unwrap(), format!("writer {}", winners[0]));
+    assert_eq!(store.writes(), 1);
+    assert_eq!(
+        store.body("/u/1").unwrap(),
+        format!("writer {}", winners[0])
+    );
 }
 
 #[tokio::test]
 async fn a_serialized_write_gets_the_new_etag_from_the_lookup() {
-    let store = Store::with("/u/1", "v1");
+    let store = stored("/u/1", "v1");
     let svc = ConditionalLayer::new()
         .lookup(store.lookup())
         .serialize_writes(true)
@@ -727,70 +558,46 @@ async fn a_serialized_write_gets_the_new_etag_from_the_lookup() {
 
 #[tokio::test]
 async fn lookup_reads_answers_304_without_calling_the_handler() {
-    let store = Store::with("/u/1", "v1");
+    let store = stored("/u/1", "v1");
     let svc = ConditionalLayer::new()
         .lookup(store.lookup())
         .lookup_reads(true)
         .layer(store.handler());
     let resp = svc
         .clone()
-        .oneshot(with(
-            Request::get("/u/1").body(String::new()).unwrap(),
-            "if-none-match",
-            &tag_of("v1"),
-        ))
+        .oneshot(with(get("/u/1"), "if-none-match", &tag_of("v1")))
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(resp.headers()[header::ETAG], tag_of("v1").as_str());
-    assert_eq!(
-        store.handled.load(Ordering::SeqCst),
-        0,
-        "the handler was not run"
-    );
+    assert_eq!(store.calls.total(), 0, "the handler was not run");
 
     // A miss goes to the handler, and gets the hashed tag.
     let resp = svc
         .clone()
-        .oneshot(with(
-            Request::get("/u/1").body(String::new()).unwrap(),
-            "if-none-match",
-            "\"old\"",
-        ))
+        .oneshot(with(get("/u/1"), "if-none-match", "\"old\""))
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(store.handled.load(Ordering::SeqCst), 1);
+    assert_eq!(store.calls.total(), 1);
 
     // Off by default: the handler runs and the 304 comes from its response.
     let svc = ConditionalLayer::new()
         .lookup(store.lookup())
         .layer(store.handler());
     let resp = svc
-        .oneshot(with(
-            Request::get("/u/1").body(String::new()).unwrap(),
-            "if-none-match",
-            &tag_of("v1"),
-        ))
+        .oneshot(with(get("/u/1"), "if-none-match", &tag_of("v1")))
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
-    assert_eq!(store.handled.load(Ordering::SeqCst), 2);
+    assert_eq!(store.calls.total(), 2);
 }
 
 /// A handler that serves ranges itself and reports the Range it saw.
-fn ranged(
-    store: &Store,
-) -> impl tower::Service<
-    Request<String>,
-    Response = Response<TestBody>,
-    Error = Infallible,
-    Future = impl Send,
-> + Clone
-       + Send {
+fn ranged(store: &Store) -> Handler<String> {
     let store = store.clone();
-    service_fn(move |req: Request<String>| {
-        let body = store.get(req.uri().path()).unwrap();
+    Handler::new(service_fn(move |req: Request<String>| {
+        let body = Bytes::from(store.body(req.uri().path()).unwrap());
         let range = req.headers().get(header::RANGE).cloned();
         let if_range = req.headers().contains_key(header::IF_RANGE);
         async move {
@@ -809,12 +616,12 @@ fn ranged(
             );
             Ok::<_, Infallible>(resp)
         }
-    })
+    }))
 }
 
 #[tokio::test]
 async fn if_range_mismatch_removes_range_and_a_match_keeps_it() {
-    let store = Store::with("/f", "0123456789");
+    let store = stored("/f", "0123456789");
     {
         let svc = ConditionalLayer::new()
             .lookup(store.lookup())
@@ -877,7 +684,7 @@ async fn if_range_mismatch_removes_range_and_a_match_keeps_it() {
 
 #[tokio::test]
 async fn weak_if_match_is_opt_in() {
-    let store = Store::with("/u/1", "v1");
+    let store = stored("/u/1", "v1");
     let weak = format!("W/{}", tag_of("v1"));
     let strict = ConditionalLayer::new()
         .lookup(store.lookup())
@@ -900,7 +707,7 @@ async fn weak_if_match_is_opt_in() {
 
 #[tokio::test]
 async fn malformed_write_preconditions_fail_closed() {
-    let store = Store::with("/u/1", "v1");
+    let store = stored("/u/1", "v1");
     let svc = ConditionalLayer::new()
         .lookup(store.lookup())
         .layer(store.handler());
@@ -920,12 +727,12 @@ async fn malformed_write_preconditions_fail_closed() {
             "{name}: {value}"
         );
     }
-    assert_eq!(store.writes.load(Ordering::SeqCst), 0);
+    assert_eq!(store.writes(), 0);
 }
 
 #[tokio::test]
 async fn grpc_requests_get_a_grpc_status_not_http_412() {
-    let store = Store::with("/pkg.Svc/Update", "v1");
+    let store = stored("/pkg.Svc/Update", "v1");
     let svc = ConditionalLayer::new()
         .lookup(store.lookup())
         .layer(store.handler());
@@ -938,26 +745,15 @@ async fn grpc_requests_get_a_grpc_status_not_http_412() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["grpc-status"], "9");
     assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/grpc");
-    assert_eq!(store.handled.load(Ordering::SeqCst), 0);
+    assert_eq!(store.calls.total(), 0);
 }
 
 #[tokio::test]
 async fn over_a_real_hyper_server_a_stale_put_is_412_and_nothing_is_written() {
-    let store = Store::with("/u/1", "v1");
-    let handler_store = store.clone();
-    let handler = service_fn(move |req: Request<hyper::body::Incoming>| {
-        let store = handler_store.clone();
-        async move {
-            use http_body_util::BodyExt;
-            let (parts, body) = req.into_parts();
-            let bytes = body.collect().await.unwrap().to_bytes();
-            let req = Request::from_parts(parts, String::from_utf8(bytes.to_vec()).unwrap());
-            store.handler().oneshot(req).await
-        }
-    });
+    let store = stored("/u/1", "v1");
     let svc = ConditionalLayer::new()
         .lookup(store.lookup())
-        .layer(handler);
+        .layer(store.handler::<hyper::body::Incoming>());
     let addr = serve(svc).await;
     let req = |if_match: String| {
         Request::put("/u/1")
@@ -968,27 +764,24 @@ async fn over_a_real_hyper_server_a_stale_put_is_412_and_nothing_is_written() {
     };
     let resp = send(addr, req(tag_of("v0"))).await;
     assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED);
-    assert_eq!(store.get("/u/1").unwrap(), "v1");
+    assert_eq!(store.body("/u/1").unwrap(), "v1");
     let resp = send(addr, req(tag_of("v1"))).await;
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(store.get("/u/1").unwrap(), "v2");
+    assert_eq!(store.body("/u/1").unwrap(), "v2");
     let _ = std::io::sink().flush();
 }
 
 #[tokio::test]
 async fn the_layer_clones_and_stays_usable_when_a_deferred_request_is_dropped() {
     // Dropping the response future while the lookup is pending leaves the service usable.
-    let store = Store::with("/u/1", "v1");
+    let store = stored("/u/1", "v1");
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let items = store.items.clone();
-    let waiting = gate.clone();
+    let (current, waiting) = (store.clone(), gate.clone());
     let lookup = lookup_fn(move |req: LookupRequest| {
         let gate = waiting.clone();
-        let found = items
-            .lock()
-            .unwrap()
-            .get(req.uri().path())
-            .map(|i| Validators::new().with_etag(EntityTag::from_content(&i.body)));
+        let found = current
+            .body(req.uri().path())
+            .map(|body| Validators::new().with_etag(EntityTag::from_content(body.as_bytes())));
         async move {
             let _permit = gate.acquire().await.unwrap();
             Ok::<_, Infallible>(found)
@@ -1017,11 +810,7 @@ async fn the_layer_clones_and_stays_usable_when_a_deferred_request_is_dropped() 
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(
-        store.writes.load(Ordering::SeqCst),
-        1,
-        "only the second request wrote"
-    );
+    assert_eq!(store.writes(), 1, "only the second request wrote");
 }
 
 #[tokio::test]
@@ -1037,7 +826,7 @@ async fn a_lookup_date_outside_http_date_range_does_not_panic() {
             Validators::new().with_last_modified(UNIX_EPOCH - Duration::from_secs(10)),
         ))
     });
-    let store = Store::with("/u/1", "v1");
+    let store = stored("/u/1", "v1");
     for svc in [
         ConditionalLayer::new()
             .lookup(far)
@@ -1051,7 +840,7 @@ async fn a_lookup_date_outside_http_date_range_does_not_panic() {
             .boxed_clone(),
     ] {
         let req = with(
-            Request::get("/u/1").body(String::new()).unwrap(),
+            get("/u/1"),
             "if-modified-since",
             "Fri, 31 Dec 9999 23:59:59 GMT",
         );

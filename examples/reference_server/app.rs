@@ -4,16 +4,17 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::extract::{FromRequestParts, Path, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put, MethodRouter};
-use axum::{Extension, Router};
+use axum::Router;
 use futures_util::StreamExt;
 use serde_json::Value;
 use tower_conditional::{
@@ -52,6 +53,35 @@ const BEARER: &str = "let-me-in";
 /// The last path segment: the item id, as the lookup and the handlers both see it.
 fn item_id(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or_default()
+}
+
+/// What an item handler works on: the store, the id the path names (as the lookup reads
+/// it), and what the layer validated, when it checked a precondition.
+struct Target {
+    store: Store,
+    id: String,
+    expectation: Option<Expectation>,
+}
+
+impl Target {
+    /// The store, locked, if the item is still what the layer validated (another writer may
+    /// have changed it since the layer's lookup).
+    fn lock_if_unchanged(&self) -> Option<MutexGuard<'_, HashMap<String, Item>>> {
+        let items = self.store.lock().unwrap();
+        still_expected(items.get(&self.id), self.expectation.as_ref()).then_some(items)
+    }
+}
+
+impl FromRequestParts<Store> for Target {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, store: &Store) -> Result<Self, Infallible> {
+        Ok(Target {
+            store: store.clone(),
+            id: item_id(parts.uri.path()).to_owned(),
+            expectation: parts.extensions.get::<Expectation>().cloned(),
+        })
+    }
 }
 
 fn problem(status: StatusCode, detail: &str) -> Response {
@@ -146,8 +176,8 @@ fn parse_range(headers: &HeaderMap, len: u64) -> Option<Result<(u64, u64), ()>> 
     Some(Ok((start, end.map_or(len - 1, |e| e.min(len - 1)))))
 }
 
-async fn get_item(State(store): State<Store>, uri: Uri, headers: HeaderMap) -> Response {
-    let id = item_id(uri.path());
+async fn get_item(Target { store, id, .. }: Target, headers: HeaderMap) -> Response {
+    let id = id.as_str();
     let Some(item) = store.lock().unwrap().get(id).cloned() else {
         return problem(StatusCode::NOT_FOUND, "no such item");
     };
@@ -205,14 +235,7 @@ fn lost_race() -> Response {
     )
 }
 
-async fn put_item(
-    State(store): State<Store>,
-    uri: Uri,
-    headers: HeaderMap,
-    expectation: Option<Extension<Expectation>>,
-    body: Bytes,
-) -> Response {
-    let id = item_id(uri.path());
+async fn put_item(target: Target, headers: HeaderMap, body: Bytes) -> Response {
     if headers.contains_key(header::CONTENT_RANGE) {
         // RFC 9110 §14.5: a partial PUT must not be taken for a whole representation.
         return problem(
@@ -224,10 +247,10 @@ async fn put_item(
         .get(header::CONTENT_TYPE)
         .cloned()
         .unwrap_or_else(|| HeaderValue::from_static("application/octet-stream"));
-    let mut items = store.lock().unwrap();
-    if !still_expected(items.get(id), expectation.as_deref()) {
+    let Some(mut items) = target.lock_if_unchanged() else {
         return lost_race();
-    }
+    };
+    let id = target.id.as_str();
     let item = Item::new(body, content_type);
     let created = items.insert(id.to_owned(), item.clone()).is_none();
     stored(
@@ -268,17 +291,14 @@ fn is_json(value: &HeaderValue) -> bool {
 
 /// Applies `change` to the stored item as JSON and answers the new representation.
 fn modify_json(
-    store: &Store,
-    id: &str,
-    expectation: Option<&Expectation>,
+    target: Target,
     change: impl FnOnce(&mut Value) -> Result<(), &'static str>,
 ) -> Response {
-    let mut items = store.lock().unwrap();
-    let current = items.get(id);
-    if !still_expected(current, expectation) {
+    let Some(mut items) = target.lock_if_unchanged() else {
         return lost_race();
-    }
-    let Some(current) = current else {
+    };
+    let id = target.id.as_str();
+    let Some(current) = items.get(id) else {
         return problem(StatusCode::NOT_FOUND, "no such item");
     };
     let Ok(mut document) = serde_json::from_slice::<Value>(&current.bytes) else {
@@ -301,13 +321,7 @@ fn modify_json(
     stored(StatusCode::OK, id, &item)
 }
 
-async fn patch_item(
-    State(store): State<Store>,
-    uri: Uri,
-    headers: HeaderMap,
-    expectation: Option<Extension<Expectation>>,
-    body: Bytes,
-) -> Response {
+async fn patch_item(target: Target, headers: HeaderMap, body: Bytes) -> Response {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         if !is_json(ct) {
             let mut response = problem(
@@ -324,18 +338,14 @@ async fn patch_item(
     let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
         return problem(StatusCode::BAD_REQUEST, "the patch is not JSON");
     };
-    modify_json(&store, item_id(uri.path()), expectation.as_deref(), |doc| {
+    modify_json(target, |doc| {
         merge_patch(doc, &patch);
         Ok(())
     })
 }
 
-async fn post_item(
-    State(store): State<Store>,
-    uri: Uri,
-    expectation: Option<Extension<Expectation>>,
-) -> Response {
-    modify_json(&store, item_id(uri.path()), expectation.as_deref(), |doc| {
+async fn post_item(target: Target) -> Response {
+    modify_json(target, |doc| {
         let Some(object) = doc.as_object_mut() else {
             return Err("the stored representation is not a JSON object");
         };
@@ -360,17 +370,11 @@ async fn post_item(
     })
 }
 
-async fn delete_item(
-    State(store): State<Store>,
-    uri: Uri,
-    expectation: Option<Extension<Expectation>>,
-) -> Response {
-    let id = item_id(uri.path());
-    let mut items = store.lock().unwrap();
-    if !still_expected(items.get(id), expectation.as_deref()) {
+async fn delete_item(target: Target) -> Response {
+    let Some(mut items) = target.lock_if_unchanged() else {
         return lost_race();
-    }
-    match items.remove(id) {
+    };
+    match items.remove(&target.id) {
         Some(_) => StatusCode::NO_CONTENT.into_response(),
         None => problem(StatusCode::NOT_FOUND, "no such item"),
     }
@@ -403,32 +407,8 @@ async fn require_bearer(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-/// The lookup: the store's current validators for the item the path names. Its tag is
-/// the one a GET of the same bytes gets from the layer.
-fn lookup(
-    store: Store,
-) -> impl tower::Service<
-    LookupRequest,
-    Response = Option<Validators>,
-    Error = Infallible,
-    Future = impl Send,
-> + Clone
-       + Send
-       + Sync {
-    lookup_fn(move |req: LookupRequest| {
-        let found = store
-            .lock()
-            .unwrap()
-            .get(item_id(req.uri().path()))
-            .map(|item| {
-                Validators::new()
-                    .with_etag(item.etag.clone())
-                    .with_last_modified(item.modified)
-            });
-        async move { Ok::<_, Infallible>(found) }
-    })
-}
-
+/// The layer of every item route. Its lookup reads the store's current validators for the
+/// item the path names; its tag is the one a GET of the same bytes gets from the layer.
 fn item_layer(
     store: &Store,
 ) -> ConditionalLayer<
@@ -441,8 +421,21 @@ fn item_layer(
         + Send
         + Sync,
 > {
+    let store = store.clone();
+    let lookup = lookup_fn(move |req: LookupRequest| {
+        let found = store
+            .lock()
+            .unwrap()
+            .get(item_id(req.uri().path()))
+            .map(|item| {
+                Validators::new()
+                    .with_etag(item.etag.clone())
+                    .with_last_modified(item.modified)
+            });
+        async move { Ok::<_, Infallible>(found) }
+    });
     ConditionalLayer::new()
-        .lookup(lookup(store.clone()))
+        .lookup(lookup)
         .serialize_writes(true)
 }
 

@@ -20,16 +20,12 @@
 mod app;
 #[path = "../support/args.rs"]
 mod args;
+#[path = "../support/serve.rs"]
+mod serve;
 
 #[tokio::main]
 async fn main() {
     let addr = args::addr_or_exit("reference_server", "127.0.0.1:8080");
     let listener = args::bind_and_announce(&addr).await;
-    let app = app::app(app::Store::default());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .expect("server error");
+    serve::until_ctrl_c(listener, app::app(app::Store::default())).await;
 }

@@ -12,13 +12,15 @@
 //! as printed.
 
 mod app;
+#[path = "../support/args.rs"]
+mod args;
 mod db;
 mod filter;
 mod patch;
 mod schema;
 mod scim;
-
-use std::io::Write as _;
+#[path = "../support/serve.rs"]
+mod serve;
 
 struct Args {
     addr: String,
@@ -97,12 +99,8 @@ async fn main() {
         eprintln!("cannot open {}: {e}", args.database);
         std::process::exit(1)
     });
-    let listener = tokio::net::TcpListener::bind(&args.addr)
-        .await
-        .unwrap_or_else(|e| {
-            eprintln!("cannot bind {}: {e}", args.addr);
-            std::process::exit(1)
-        });
+    // The first line of output: `listening on http://IP:PORT`.
+    let listener = args::bind_and_announce(&args.addr).await;
     let addr = listener.local_addr().expect("bound");
     let generated = args.token.is_none();
     let token = args.token.unwrap_or_else(random_token);
@@ -118,7 +116,6 @@ async fn main() {
     let base = format!("http://{addr}{}", scim::BASE_PATH);
     let auth = format!("-H 'Authorization: Bearer {token}'");
     let user = r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ada@example.com","name":{"givenName":"Ada","familyName":"Lovelace"}}"#;
-    println!("listening on http://{addr}");
     println!("store: {store}");
     println!(
         "SCIM 2.0 service provider: {base}, bearer token {token}{}",
@@ -146,11 +143,6 @@ async fn main() {
     println!("  curl -si -X PUT http://{addr}/Items/hello -H 'content-type: text/plain' -H 'if-none-match: *' --data 'hi there'    # 201 (412 when run again: it exists)");
     println!("  curl -si -X PUT http://{addr}/Items/hello -H 'if-match: \"stale\"' --data 'lost update'    # 412: a stale write, nothing written");
     println!("next: PATCH {base}/Users/<id> with If-Match: <its ETag>, see README.md (A provisioning session)");
-    let _ = std::io::stdout().flush();
-    axum::serve(listener, app::app(db, &settings))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .expect("server error");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    serve::until_ctrl_c(listener, app::app(db, &settings)).await;
 }

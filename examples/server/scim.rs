@@ -31,7 +31,7 @@ use std::time::SystemTime;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -44,7 +44,7 @@ use crate::app::{expect_of, Settings};
 use crate::db::{Db, Expect, NewDoc, Outcome, Row};
 use crate::filter::{self, key_ci, AttrPath, Filter};
 use crate::patch;
-use crate::schema::{self, ResourceKind, ERROR, GROUP, LIST_RESPONSE, MAX_RESULTS, USER};
+use crate::schema::{self, ResourceKind, ERROR, KINDS, LIST_RESPONSE, MAX_RESULTS};
 
 pub const SCIM_JSON: &str = "application/scim+json";
 /// Where the service provider lives.
@@ -242,7 +242,7 @@ pub fn router(db: Db, settings: &Settings) -> Router {
             .on_reject(rejection)
     };
     let p = |rest: &str| format!("{BASE_PATH}{rest}");
-    Router::new()
+    let mut router = Router::new()
         .route(
             &p("/ServiceProviderConfig"),
             get(|h: HeaderMap| async move {
@@ -275,35 +275,26 @@ pub fn router(db: Db, settings: &Settings) -> Router {
                 discovery_one(schema::resource_types(&base_url(&h)), &id)
             })
             .route_layer(discovery()),
-        )
-        .route(
-            &p("/Users"),
-            get(|s, h, q| list(USER, s, h, q))
-                .post(|s, h, q, b| create(USER, s, h, q, b))
-                .route_layer(collection()),
-        )
-        .route(
-            &p("/Users/{id}"),
-            get(|s, i, h, q| fetch(USER, s, i, h, q))
-                .put(|s, i, h, q, e, b| replace(USER, s, i, h, q, e, b))
-                .patch(|s, i, h, q, e, b| modify(USER, s, i, h, q, e, b))
-                .delete(|s, i, e| delete(USER, s, i, e))
-                .route_layer(resource("User")),
-        )
-        .route(
-            &p("/Groups"),
-            get(|s, h, q| list(GROUP, s, h, q))
-                .post(|s, h, q, b| create(GROUP, s, h, q, b))
-                .route_layer(collection()),
-        )
-        .route(
-            &p("/Groups/{id}"),
-            get(|s, i, h, q| fetch(GROUP, s, i, h, q))
-                .put(|s, i, h, q, e, b| replace(GROUP, s, i, h, q, e, b))
-                .patch(|s, i, h, q, e, b| modify(GROUP, s, i, h, q, e, b))
-                .delete(|s, i, e| delete(GROUP, s, i, e))
-                .route_layer(resource("Group")),
-        )
+        );
+    // Users and Groups: the collection, and one resource.
+    for kind in KINDS {
+        router = router
+            .route(
+                &p(kind.endpoint),
+                get(move |s, h, q| list(kind, s, h, q))
+                    .post(move |s, h, q, b| create(kind, s, h, q, b))
+                    .route_layer(collection()),
+            )
+            .route(
+                &p(&format!("{}/{{id}}", kind.endpoint)),
+                get(move |s, i, h, q| fetch(kind, s, i, h, q))
+                    .put(move |m, s, i, h, q, e, b| update(kind, m, s, i, h, q, e, b))
+                    .patch(move |m, s, i, h, q, e, b| update(kind, m, s, i, h, q, e, b))
+                    .delete(move |s, i, e| delete(kind, s, i, e))
+                    .route_layer(resource(kind.name)),
+            );
+    }
+    router
         .route(&p("/Bulk"), any(|| not_implemented("/Bulk")))
         .route(&p("/Me"), any(|| not_implemented("/Me")))
         .route(&p(""), any(no_such_endpoint))
@@ -854,8 +845,12 @@ async fn fetch(
     }
 }
 
-async fn replace(
+/// PUT replaces the resource with the body; PATCH applies the body's operations to it.
+/// Either way the result is written as a compare-and-swap (see [`write`]) and answered.
+#[allow(clippy::too_many_arguments)] // one per extractor
+async fn update(
     kind: ResourceKind,
+    method: Method,
     State(db): State<Db>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -864,38 +859,22 @@ async fn replace(
     body: Bytes,
 ) -> Result<Response, ScimError> {
     let projection = params(query)?.projection;
-    let attributes = parse_object(&body)?;
-    let row = write(&kind, &db, &id, e.as_deref(), |_| Ok(attributes.clone())).await?;
-    Ok(respond(
-        &kind,
-        StatusCode::OK,
-        &row,
-        &base_url(&headers),
-        &projection,
-    ))
-}
-
-async fn modify(
-    kind: ResourceKind,
-    State(db): State<Db>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    query: QueryParams,
-    e: Option<Extension<Expectation>>,
-    body: Bytes,
-) -> Result<Response, ScimError> {
-    let projection = params(query)?.projection;
-    let operations = patch::parse(&body)?;
-    let rules = patch::Rules {
-        read_only: kind.read_only,
-        extensions: kind.extensions,
+    let row = if method == Method::PATCH {
+        let operations = patch::parse(&body)?;
+        let rules = patch::Rules {
+            read_only: kind.read_only,
+            extensions: kind.extensions,
+        };
+        write(&kind, &db, &id, e.as_deref(), |current| {
+            let mut patched = current.clone();
+            patch::apply(&mut patched, &operations, &rules)?;
+            Ok(patched)
+        })
+        .await?
+    } else {
+        let attributes = parse_object(&body)?;
+        write(&kind, &db, &id, e.as_deref(), |_| Ok(attributes.clone())).await?
     };
-    let row = write(&kind, &db, &id, e.as_deref(), |current| {
-        let mut patched = current.clone();
-        patch::apply(&mut patched, &operations, &rules)?;
-        Ok(patched)
-    })
-    .await?;
     Ok(respond(
         &kind,
         StatusCode::OK,

@@ -1,19 +1,30 @@
-//! Helpers shared by the integration tests: bodies, an independent ETag, a real hyper server.
+//! Helpers shared by the integration tests: bodies, an independent ETag, requests and
+//! responses, a real hyper server and client, a counting store with its lookup, captured
+//! traces, and the examples as processes.
 #![allow(dead_code, unreachable_pub)]
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use bytes::Bytes;
+use http::{header, HeaderMap, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::Frame;
+use hyper::body::{Frame, Incoming};
 use sha2::{Digest, Sha256};
-use tower_conditional::BoxError;
+use tower::util::BoxCloneSyncService;
+use tower_conditional::precondition::http_date;
+use tower_conditional::{lookup_fn, BoxError, EntityTag, Expectation, LookupRequest, Validators};
 
 pub type TestBody = BoxBody<Bytes, BoxError>;
+
+// ---- bodies ---------------------------------------------------------------------------------
 
 /// The strong tag of `bytes`, computed without the crate: `"` base64url(SHA-256) `"`.
 pub fn independent_tag(bytes: &[u8]) -> String {
@@ -67,14 +78,60 @@ pub fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
 }
 
+// ---- requests in process, responses -----------------------------------------------------------
+
+pub fn get(uri: &str) -> Request<String> {
+    Request::get(uri).body(String::new()).unwrap()
+}
+
+pub fn put(uri: &str, body: &str) -> Request<String> {
+    Request::put(uri).body(body.to_owned()).unwrap()
+}
+
+/// `req` with one more field.
+pub fn with(mut req: Request<String>, name: &'static str, value: &str) -> Request<String> {
+    req.headers_mut().append(name, value.parse().unwrap());
+    req
+}
+
+/// The `ETag` field of a response head, if it has one.
+pub fn etag(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::ETAG)
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+/// The `ETag` field of a response head that must have one.
+pub fn tag(headers: &HeaderMap) -> String {
+    etag(headers).expect("the response carries an ETag")
+}
+
+/// A response's body, read to the end, as UTF-8 text.
+pub async fn body_text<B>(resp: Response<B>) -> String
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    String::from_utf8(collect(resp.into_body()).await.to_vec()).unwrap()
+}
+
+/// A response's status, fields, and body read to the end.
+pub async fn collected<B>(resp: Response<B>) -> (StatusCode, HeaderMap, Bytes)
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let (parts, body) = resp.into_parts();
+    (parts.status, parts.headers, collect(body).await)
+}
+
+// ---- servers ---------------------------------------------------------------------------------
+
 /// Serves `svc` with hyper (HTTP/1 and HTTP/2) on 127.0.0.1 until the test ends.
 pub async fn serve<S, B>(svc: S) -> SocketAddr
 where
-    S: tower::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<B>,
-            Error = Infallible,
-        > + Clone
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
@@ -101,11 +158,33 @@ where
     addr
 }
 
-/// A plain HTTP/1.1 client over a fresh connection.
-pub async fn send(
-    addr: SocketAddr,
-    req: http::Request<Full<Bytes>>,
-) -> http::Response<hyper::body::Incoming> {
+/// Serves an axum router with `axum::serve` on 127.0.0.1 until the test ends.
+pub async fn serve_axum(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+// ---- clients ---------------------------------------------------------------------------------
+
+/// The liveness bound: long enough never to fire on a slow machine, short enough that a
+/// deadlock fails the test instead of hanging it.
+pub const LIVENESS: Duration = Duration::from_secs(10);
+
+pub async fn live<F: std::future::Future>(what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(LIVENESS, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {LIVENESS:?}"))
+}
+
+/// One request on a fresh HTTP/1.1 connection, with any request body.
+pub async fn send<B>(addr: SocketAddr, req: Request<B>) -> Response<Incoming>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
@@ -114,6 +193,377 @@ pub async fn send(
     tokio::spawn(conn);
     sender.send_request(req).await.unwrap()
 }
+
+/// An HTTP/1.1 request built from its parts (`Host: test`).
+pub fn request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Request<Full<Bytes>> {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, "test");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(Bytes::from(body.to_owned()))).unwrap()
+}
+
+/// One request on a fresh HTTP/1.1 connection, built from its parts; its response head
+/// comes within [`LIVENESS`].
+pub async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Response<Incoming> {
+    let req = request(method, path, headers, body);
+    live(&format!("{method} {path}"), send(addr, req)).await
+}
+
+// ---- a counting store ------------------------------------------------------------------------
+
+/// A version lookup as a value, so that helpers can return one.
+pub type Lookup<E = Infallible> = BoxCloneSyncService<LookupRequest, Option<Validators>, E>;
+
+/// A handler as a value, for requests with bodies of type `B`.
+pub type Handler<B> = BoxCloneSyncService<Request<B>, Response<TestBody>, Infallible>;
+
+/// How often each `METHOD path` reached a handler.
+#[derive(Clone, Default)]
+pub struct Calls(Arc<Mutex<HashMap<String, usize>>>);
+
+impl Calls {
+    pub fn hit<B>(&self, req: &Request<B>) {
+        let key = format!("{} {}", req.method(), req.uri().path());
+        *self.0.lock().unwrap().entry(key).or_default() += 1;
+    }
+
+    pub fn of(&self, key: &str) -> usize {
+        self.0.lock().unwrap().get(key).copied().unwrap_or(0)
+    }
+
+    pub fn total(&self) -> usize {
+        self.0.lock().unwrap().values().sum()
+    }
+}
+
+#[derive(Clone)]
+struct Item {
+    body: Bytes,
+    modified: Option<SystemTime>,
+}
+
+/// An in-memory store behind a plain handler, with a version lookup that agrees with what
+/// its GET serves. GET honours `Range` (and `If-Range` against the tag of what it serves);
+/// PUT/PATCH check the layer's `Expectation` and write; POST creates a member of the
+/// collection; DELETE removes. Every call is counted, and every write.
+#[derive(Clone)]
+pub struct Store {
+    items: Arc<Mutex<HashMap<String, Item>>>,
+    pub calls: Calls,
+    writes: Arc<AtomicUsize>,
+    /// Time a GET takes before it answers.
+    pub read_delay: Duration,
+    /// Time between the handler's check and its write. Zero: the check and the write are
+    /// one compare-and-swap; otherwise only the layer's lock keeps two writers apart.
+    pub write_delay: Duration,
+    pub honour_if_range: bool,
+    /// The store key of a request path.
+    pub resolve: fn(&str) -> String,
+}
+
+impl Store {
+    pub fn new(items: &[(&str, &str)]) -> Self {
+        let store = Store {
+            items: Arc::default(),
+            calls: Calls::default(),
+            writes: Arc::default(),
+            read_delay: Duration::ZERO,
+            write_delay: Duration::ZERO,
+            honour_if_range: true,
+            resolve: percent_decoded,
+        };
+        for (path, body) in items {
+            store.set(path, body);
+        }
+        store
+    }
+
+    /// Stores `body` at `path`, with no modification time.
+    pub fn set(&self, path: &str, body: &str) {
+        self.items.lock().unwrap().insert(
+            (self.resolve)(path),
+            Item {
+                body: Bytes::from(body.to_owned()),
+                modified: None,
+            },
+        );
+    }
+
+    /// Dates what is stored at `path`.
+    pub fn date(&self, path: &str, time: SystemTime) {
+        let key = (self.resolve)(path);
+        self.items.lock().unwrap().get_mut(&key).unwrap().modified = Some(time);
+    }
+
+    pub fn body(&self, path: &str) -> Option<String> {
+        let items = self.items.lock().unwrap();
+        let item = items.get(&(self.resolve)(path))?;
+        Some(String::from_utf8(item.body.to_vec()).unwrap())
+    }
+
+    /// The strong tag of what GET serves now.
+    pub fn tag(&self, path: &str) -> String {
+        independent_tag(self.body(path).expect("stored").as_bytes())
+    }
+
+    pub fn writes(&self) -> usize {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    pub fn validators(&self, path: &str) -> Option<Validators> {
+        let items = self.items.lock().unwrap();
+        items.get(&(self.resolve)(path)).map(|item| {
+            let v = Validators::new().with_etag(EntityTag::from_content(&item.body));
+            match item.modified {
+                Some(time) => v.with_last_modified(time),
+                None => v,
+            }
+        })
+    }
+
+    /// A version lookup that agrees with what GET serves.
+    pub fn lookup(&self) -> Lookup {
+        let store = self.clone();
+        Lookup::new(lookup_fn(move |req: LookupRequest| {
+            let found = store.validators(req.uri().path());
+            async move { Ok::<_, Infallible>(found) }
+        }))
+    }
+
+    pub fn handler<B>(&self) -> Handler<B>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+    {
+        let store = self.clone();
+        Handler::new(tower::service_fn(move |req: Request<B>| {
+            let store = store.clone();
+            async move { Ok::<_, Infallible>(store.handle(req).await) }
+        }))
+    }
+
+    async fn handle<B>(&self, req: Request<B>) -> Response<TestBody>
+    where
+        B: http_body::Body,
+    {
+        self.calls.hit(&req);
+        let path = req.uri().path().to_owned();
+        let key = (self.resolve)(&path);
+        match req.method().as_str() {
+            "GET" => {
+                if !self.read_delay.is_zero() {
+                    tokio::time::sleep(self.read_delay).await;
+                }
+                let item = self.items.lock().unwrap().get(&key).cloned();
+                match item {
+                    Some(item) => self.read(&item, req.headers()),
+                    None => status(StatusCode::NOT_FOUND),
+                }
+            }
+            "PUT" | "PATCH" => self.write(req, path, key).await,
+            "POST" => {
+                let Ok(body) = req.into_body().collect().await.map(|c| c.to_bytes()) else {
+                    return status(StatusCode::BAD_REQUEST);
+                };
+                let mut items = self.items.lock().unwrap();
+                let n = items
+                    .keys()
+                    .filter(|k| k.starts_with(&format!("{key}/")))
+                    .count();
+                let member = format!("{key}/{n}");
+                items.insert(
+                    member.clone(),
+                    Item {
+                        body,
+                        modified: Some(SystemTime::now()),
+                    },
+                );
+                // The collection lists its members: it changes with every POST.
+                let listing = items.entry(key).or_insert(Item {
+                    body: Bytes::new(),
+                    modified: None,
+                });
+                listing.body = Bytes::from(format!(
+                    "{}{member}\n",
+                    String::from_utf8_lossy(&listing.body)
+                ));
+                self.writes.fetch_add(1, Ordering::SeqCst);
+                Response::builder()
+                    .status(StatusCode::CREATED)
+                    .header(header::LOCATION, member)
+                    .body(full(Bytes::new()))
+                    .unwrap()
+            }
+            "DELETE" => {
+                self.items.lock().unwrap().remove(&key);
+                self.writes.fetch_add(1, Ordering::SeqCst);
+                status(StatusCode::NO_CONTENT)
+            }
+            _ => Response::new(full("handled")),
+        }
+    }
+
+    /// PUT and PATCH: 412 unless the target is still what the layer validated, then the
+    /// write (201 when it creates). `x-respond: 204` or `content-location` shapes the answer.
+    async fn write<B>(&self, req: Request<B>, path: String, key: String) -> Response<TestBody>
+    where
+        B: http_body::Body,
+    {
+        let respond = req.headers().get("x-respond").cloned();
+        let expectation = req.extensions().get::<Expectation>().cloned();
+        let Ok(body) = req.into_body().collect().await.map(|c| c.to_bytes()) else {
+            return status(StatusCode::BAD_REQUEST);
+        };
+        let still_expected = |items: &HashMap<String, Item>| {
+            let current = items.get(&key).map(|i| EntityTag::from_content(&i.body));
+            expectation.as_ref().is_none_or(|e| {
+                !(e.must_not_exist() && current.is_some())
+                    && e.etag()
+                        .is_none_or(|expected| current.as_ref() == Some(expected))
+            })
+        };
+        let item = Item {
+            body,
+            modified: Some(SystemTime::now()),
+        };
+        let existed = if self.write_delay.is_zero() {
+            let mut items = self.items.lock().unwrap();
+            if !still_expected(&items) {
+                return status(StatusCode::PRECONDITION_FAILED);
+            }
+            items.insert(key, item).is_some()
+        } else {
+            // Read, check, then write: no compare-and-swap.
+            if !still_expected(&self.items.lock().unwrap()) {
+                return status(StatusCode::PRECONDITION_FAILED);
+            }
+            tokio::time::sleep(self.write_delay).await;
+            self.items.lock().unwrap().insert(key, item).is_some()
+        };
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        match respond.as_ref().map(|v| v.as_bytes()) {
+            Some(b"204") => status(StatusCode::NO_CONTENT),
+            Some(b"content-location") => Response::builder()
+                .header(header::CONTENT_LOCATION, path)
+                .body(full(Bytes::new()))
+                .unwrap(),
+            _ if existed => status(StatusCode::OK),
+            _ => status(StatusCode::CREATED),
+        }
+    }
+
+    fn read(&self, item: &Item, headers: &HeaderMap) -> Response<TestBody> {
+        let mut b = Response::builder().header(header::CONTENT_TYPE, "text/plain");
+        if let Some(date) = item.modified.and_then(http_date) {
+            b = b.header(header::LAST_MODIFIED, date);
+        }
+        let own_tag = independent_tag(&item.body);
+        let if_range_holds = !self.honour_if_range
+            || headers
+                .get(header::IF_RANGE)
+                .is_none_or(|v| v == own_tag.as_str());
+        let len = item.body.len();
+        match headers.get(header::RANGE).and_then(|v| byte_range(v, len)) {
+            Some((first, last)) if if_range_holds => b
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(header::CONTENT_RANGE, format!("bytes {first}-{last}/{len}"))
+                .body(full(item.body.slice(first..=last)))
+                .unwrap(),
+            _ => b.body(full(item.body.clone())).unwrap(),
+        }
+    }
+}
+
+/// An empty response with this status.
+pub fn status(s: StatusCode) -> Response<TestBody> {
+    Response::builder()
+        .status(s)
+        .body(full(Bytes::new()))
+        .unwrap()
+}
+
+/// `bytes=first-` or `bytes=first-last`, within a body of `len` bytes.
+fn byte_range(value: &http::HeaderValue, len: usize) -> Option<(usize, usize)> {
+    let spec = value.to_str().ok()?.strip_prefix("bytes=")?;
+    let (first, last) = spec.split_once('-')?;
+    let first: usize = first.parse().ok()?;
+    let last = match last {
+        "" => len.checked_sub(1)?,
+        last => last.parse::<usize>().ok()?.min(len.checked_sub(1)?),
+    };
+    (first <= last).then_some((first, last))
+}
+
+/// A path with its percent-encoding decoded, as axum's `Path` extractor sees it.
+pub fn percent_decoded(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&path[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+// ---- traces ----------------------------------------------------------------------------------
+
+/// A writer that keeps what `tracing` prints, for asserting on what reached the log.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// Captures the events at `level` and above on this thread until the guard is dropped.
+    pub fn install(level: tracing::Level) -> (Captured, tracing::subscriber::DefaultGuard) {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(level)
+            .with_ansi(false)
+            .finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// Everything printed so far.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// ---- the examples as processes ---------------------------------------------------------------
 
 /// The compiled example next to this test binary (cargo builds examples for `cargo test`).
 pub fn example_binary(name: &str) -> std::path::PathBuf {
@@ -156,26 +606,4 @@ pub fn spawn_example(name: &str, args: &[&str]) -> Running {
         .unwrap();
     std::thread::spawn(move || for _ in lines {});
     Running { child, addr }
-}
-
-/// One request on a fresh HTTP/1.1 connection, built from its parts.
-pub async fn call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> http::Response<hyper::body::Incoming> {
-    let mut b = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header(http::header::HOST, "test");
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    send(
-        addr,
-        b.body(Full::new(Bytes::from(body.to_owned()))).unwrap(),
-    )
-    .await
 }
