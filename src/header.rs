@@ -252,9 +252,10 @@ fn parse_line(b: &[u8], any: &mut bool, tags: &mut Tags) -> Result<(), Malformed
             }
             i += 1;
             let start = i;
-            while i < b.len() && is_etagc(b[i]) {
-                i += 1;
-            }
+            i += b[i..]
+                .iter()
+                .position(|&c| !is_etagc(c))
+                .unwrap_or(b.len() - i);
             if b.get(i) != Some(&b'"') {
                 return Err(MALFORMED);
             }

@@ -304,12 +304,13 @@ pub(crate) fn into_not_modified(status: &mut StatusCode, headers: &mut HeaderMap
 /// lookup supplied for it, its `ETag`, or without one its `Last-Modified` — never later than
 /// now (RFC 9110 §8.8.2.1).
 pub(crate) fn not_modified_from(current: &Validators) -> (StatusCode, HeaderMap) {
-    let mut headers = current.headers().clone();
-    for name in not_in_304() {
-        headers.remove(name);
+    let mut headers = HeaderMap::with_capacity(current.headers().len() + 1);
+    for (name, value) in current.headers() {
+        let validator = name == header::ETAG || name == header::LAST_MODIFIED;
+        if !validator && !not_in_304().any(|n| n == name) {
+            headers.append(name, value.clone());
+        }
     }
-    headers.remove(header::ETAG);
-    headers.remove(header::LAST_MODIFIED);
     if let Some(tag) = current.etag() {
         headers.insert(header::ETAG, tag.to_header_value());
     } else if let Some(time) = current.last_modified() {
