@@ -418,12 +418,13 @@ enum HasherState {
 
 /// BLAKE3 fed through a staging buffer: its SIMD paths need several 1 KiB chunks in one
 /// `update`, so bodies that arrive in small pieces are gathered first and hash as fast as
-/// one large piece.
+/// one large piece. The first piece is hashed as it comes (a one-piece body, the common
+/// case, is never copied), and the buffer exists only from the second small piece on.
 #[cfg(feature = "blake3")]
 struct Blake3Staged {
     hasher: blake3::Hasher,
-    stage: [u8; BLAKE3_STAGE],
-    staged: usize,
+    stage: Vec<u8>,
+    fed: bool,
 }
 
 #[cfg(feature = "blake3")]
@@ -434,24 +435,27 @@ impl Blake3Staged {
     fn new(hasher: blake3::Hasher) -> Box<Self> {
         Box::new(Blake3Staged {
             hasher,
-            stage: [0; BLAKE3_STAGE],
-            staged: 0,
+            stage: Vec::new(),
+            fed: false,
         })
     }
 
     fn update(&mut self, mut bytes: &[u8]) {
-        if self.staged == 0 && bytes.len() >= BLAKE3_STAGE {
+        let first = !std::mem::replace(&mut self.fed, true);
+        if self.stage.is_empty() && (first || bytes.len() >= BLAKE3_STAGE) {
             self.hasher.update(bytes);
             return;
         }
+        if self.stage.capacity() == 0 {
+            self.stage.reserve_exact(BLAKE3_STAGE);
+        }
         while !bytes.is_empty() {
-            let n = (BLAKE3_STAGE - self.staged).min(bytes.len());
-            self.stage[self.staged..self.staged + n].copy_from_slice(&bytes[..n]);
-            self.staged += n;
+            let n = (BLAKE3_STAGE - self.stage.len()).min(bytes.len());
+            self.stage.extend_from_slice(&bytes[..n]);
             bytes = &bytes[n..];
-            if self.staged == BLAKE3_STAGE {
+            if self.stage.len() == BLAKE3_STAGE {
                 self.hasher.update(&self.stage);
-                self.staged = 0;
+                self.stage.clear();
                 if bytes.len() >= BLAKE3_STAGE {
                     self.hasher.update(bytes);
                     return;
@@ -461,7 +465,7 @@ impl Blake3Staged {
     }
 
     fn finish(mut self) -> [u8; 32] {
-        self.hasher.update(&self.stage[..self.staged]);
+        self.hasher.update(&self.stage);
         *self.hasher.finalize().as_bytes()
     }
 }
