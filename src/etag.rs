@@ -418,13 +418,12 @@ enum HasherState {
 
 /// BLAKE3 fed through a staging buffer: its SIMD paths need several 1 KiB chunks in one
 /// `update`, so bodies that arrive in small pieces are gathered first and hash as fast as
-/// one large piece. The first piece is hashed as it comes (a one-piece body, the common
-/// case, is never copied), and the buffer exists only from the second small piece on.
+/// one large piece. The buffer is allocated (not zeroed) on the first small piece; pieces of
+/// 16 KiB or more go straight to the hasher.
 #[cfg(feature = "blake3")]
 struct Blake3Staged {
     hasher: blake3::Hasher,
     stage: Vec<u8>,
-    fed: bool,
 }
 
 #[cfg(feature = "blake3")]
@@ -436,13 +435,11 @@ impl Blake3Staged {
         Box::new(Blake3Staged {
             hasher,
             stage: Vec::new(),
-            fed: false,
         })
     }
 
     fn update(&mut self, mut bytes: &[u8]) {
-        let first = !std::mem::replace(&mut self.fed, true);
-        if self.stage.is_empty() && (first || bytes.len() >= BLAKE3_STAGE) {
+        if self.stage.is_empty() && bytes.len() >= BLAKE3_STAGE {
             self.hasher.update(bytes);
             return;
         }
