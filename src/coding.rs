@@ -123,9 +123,12 @@ where
         // A read's tags are checked here, on the response as it goes out: inside, a coding's
         // tag would be compared with the identity tag. Without If-Match and If-None-Match
         // inside, the date conditions they override must go too (RFC 9110 §13.2.2).
+        let head = req.method() == Method::HEAD;
+        let headers = req.headers_mut();
         let checks = Checks {
             if_match: take_list(headers, header::IF_MATCH, header::IF_UNMODIFIED_SINCE),
             if_none_match: take_list(headers, header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE),
+            head,
         };
         let coded_if_range = TagList::parse(headers.get_all(header::IF_RANGE))
             .ok()
@@ -173,6 +176,8 @@ enum ListCheck {
 struct Checks {
     if_match: Option<ListCheck>,
     if_none_match: Option<ListCheck>,
+    /// The request was a HEAD: an answer made here has no content (RFC 9110 §9.3.2).
+    head: bool,
 }
 
 impl Checks {
@@ -258,6 +263,9 @@ where
                 let mut response = Rejection::new(kind, None)
                     .problem_response()
                     .map(ConditionalBody::full);
+                if this.checks.head {
+                    response = response.map(ConditionalBody::without_content);
+                }
                 if head.extensions.get::<Outcome>().is_some() {
                     response.extensions_mut().insert(Outcome::Rejected(kind));
                 }

@@ -933,3 +933,42 @@ async fn a_redirected_internal_get_passes_the_redirect_on() {
     assert_eq!(resp.headers()[header::LOCATION], "/elsewhere");
     assert_eq!(writes.load(Ordering::SeqCst), 0);
 }
+
+/// The compression recipe's own 412 to a HEAD (If-Match checked on the final response) has
+/// no content, like the layer's (a body on a HEAD resets HTTP/2 streams).
+#[tokio::test]
+async fn coding_tags_answers_a_stale_head_without_content() {
+    let body = report_text();
+    let stack = ServiceBuilder::new()
+        .layer(CodingTagsLayer::new())
+        .layer(CompressionLayer::new())
+        .layer(ConditionalLayer::new())
+        .service(service_fn(move |_req: Request<String>| {
+            let body = body.clone();
+            async move {
+                Ok::<_, Infallible>(
+                    Response::builder()
+                        .header(header::CONTENT_TYPE, "text/plain")
+                        .body(full(body))
+                        .unwrap(),
+                )
+            }
+        }));
+    for method in [Method::GET, Method::HEAD] {
+        let req = Request::builder()
+            .method(method.clone())
+            .uri("/r")
+            .header("accept-encoding", "gzip")
+            .header("if-match", "\"stale;gzip\"")
+            .body(String::new())
+            .unwrap();
+        let resp = stack.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED, "{method}");
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            bytes.is_empty(),
+            method == Method::HEAD,
+            "{method}: {bytes:?}"
+        );
+    }
+}
