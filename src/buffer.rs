@@ -62,6 +62,9 @@ pub(crate) enum Filled<E> {
     Failed(E),
 }
 
+/// How many frames one poll reads before it lets other tasks run.
+const FRAMES_PER_POLL: usize = 64;
+
 /// Held chunks, their length, the hasher over them, and the trailers, under a byte limit.
 #[derive(Debug)]
 pub(crate) struct HashBuffer {
@@ -88,7 +91,8 @@ impl HashBuffer {
         mut body: Pin<&mut B>,
         cx: &mut Context<'_>,
     ) -> Poll<Filled<B::Error>> {
-        loop {
+        // A body that keeps yielding empty or trailer frames must not hold the executor.
+        for _ in 0..FRAMES_PER_POLL {
             let frame = match ready!(body.as_mut().poll_frame(cx)) {
                 None => return Poll::Ready(Filled::End),
                 Some(Err(e)) => return Poll::Ready(Filled::Failed(e)),
@@ -123,6 +127,8 @@ impl HashBuffer {
                 }
             }
         }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     /// [`poll_fill`](Self::poll_fill), or `None` once `deadline` has passed while the body

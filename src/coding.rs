@@ -35,6 +35,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::SystemTime;
 
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::{Body, SizeHint};
@@ -44,7 +45,7 @@ use tower_layer::Layer;
 
 use crate::body::ConditionalBody;
 use crate::etag::EntityTag;
-use crate::header::TagList;
+use crate::header::{parse_date_value, parse_http_date, to_http_seconds, TagList};
 use crate::outcome::Outcome;
 use crate::precondition::Failed;
 use crate::response::{into_not_modified, Rejection, RejectionKind};
@@ -125,9 +126,15 @@ where
         // inside, the date conditions they override must go too (RFC 9110 §13.2.2).
         let head = req.method() == Method::HEAD;
         let headers = req.headers_mut();
+        let if_match = take_list(headers, header::IF_MATCH, header::IF_UNMODIFIED_SINCE);
+        let if_none_match = take_list(headers, header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE);
+        // The dates no list overrides are checked here as well: a 304 made inside would carry
+        // the identity tag where the client holds a coding's.
         let checks = Checks {
-            if_match: take_list(headers, header::IF_MATCH, header::IF_UNMODIFIED_SINCE),
-            if_none_match: take_list(headers, header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE),
+            if_match,
+            if_none_match,
+            if_unmodified_since: take_date(headers, header::IF_UNMODIFIED_SINCE),
+            if_modified_since: take_date(headers, header::IF_MODIFIED_SINCE),
             head,
         };
         let coded_if_range = TagList::parse(headers.get_all(header::IF_RANGE))
@@ -164,6 +171,13 @@ fn take_list(headers: &mut HeaderMap, list: HeaderName, date: HeaderName) -> Opt
     })
 }
 
+/// Removes a date field from a read, keeping its value when it is a valid HTTP-date.
+fn take_date(headers: &mut HeaderMap, name: HeaderName) -> Option<SystemTime> {
+    let date = parse_http_date(headers.get_all(&name));
+    headers.remove(name);
+    date
+}
+
 /// What a read's list field said.
 #[derive(Debug)]
 enum ListCheck {
@@ -176,13 +190,22 @@ enum ListCheck {
 struct Checks {
     if_match: Option<ListCheck>,
     if_none_match: Option<ListCheck>,
+    if_unmodified_since: Option<SystemTime>,
+    if_modified_since: Option<SystemTime>,
     /// The request was a HEAD: an answer made here has no content (RFC 9110 §9.3.2).
     head: bool,
 }
 
 impl Checks {
-    /// The answer the final response gets: `None` to send it as it is.
-    fn verdict(&self, tag: Option<&EntityTag>) -> Option<StatusCode> {
+    /// The answer the final response gets (its tag, its `Last-Modified`): `None` to send it
+    /// as it is. RFC 9110 §13.2.2's order, on the response that goes out.
+    fn verdict(&self, tag: Option<&EntityTag>, modified: Option<SystemTime>) -> Option<StatusCode> {
+        let modified = modified.map(to_http_seconds);
+        if let (Some(since), Some(modified)) = (self.if_unmodified_since, modified) {
+            if modified > since {
+                return Some(StatusCode::PRECONDITION_FAILED);
+            }
+        }
         // If-Match: strong comparison; malformed or unmatched fails (as in the layer).
         if let Some(check) = &self.if_match {
             let matched = match (check, tag) {
@@ -200,7 +223,12 @@ impl Checks {
             Some(ListCheck::List(list)) if tag.is_some_and(|t| list.matches_weak(t)) => {
                 Some(StatusCode::NOT_MODIFIED)
             }
-            _ => None,
+            _ => match (self.if_modified_since, modified) {
+                (Some(since), Some(modified)) if modified <= since => {
+                    Some(StatusCode::NOT_MODIFIED)
+                }
+                _ => None,
+            },
         }
     }
 }
@@ -247,7 +275,11 @@ where
                 .get(header::ETAG)
                 .and_then(|v| EntityTag::try_from(v).ok()),
         };
-        let response = match this.checks.verdict(tag.as_ref()) {
+        let modified = head
+            .headers
+            .get(header::LAST_MODIFIED)
+            .and_then(parse_date_value);
+        let response = match this.checks.verdict(tag.as_ref(), modified) {
             None => Response::from_parts(head, ConditionalBody::pass_through(body)),
             Some(StatusCode::NOT_MODIFIED) => {
                 drop(body);

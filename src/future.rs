@@ -560,7 +560,11 @@ impl<P: Predicate> Exchange<P> {
             return self.decide(Err("the internal GET failed".into()), pending);
         };
         let status = response.status();
-        if status == StatusCode::NOT_FOUND {
+        // 404 and 410: nothing there; 405: nothing that answers GET there (a PUT may create).
+        if matches!(
+            status,
+            StatusCode::NOT_FOUND | StatusCode::GONE | StatusCode::METHOD_NOT_ALLOWED
+        ) {
             return self.decide(Ok(Current::Absent), pending);
         }
         if status.is_client_error() || status.is_redirection() {

@@ -334,12 +334,20 @@ pub(crate) fn parse_date_bytes(b: &[u8], now: SystemTime) -> Option<SystemTime> 
     }
     let at = |year| days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s;
     let mut secs = at(year);
-    if two_digit_year && secs > seconds_of(now) + FIFTY_YEARS {
-        // More than 50 years ahead: the most recent past year with the same two digits.
-        if day > days_in_month(year - 100, month) {
+    if two_digit_year {
+        // The year with these two digits nearest now, no more than 50 years ahead: more than
+        // that ahead is the most recent past such year (RFC 9110 §5.6.7).
+        let year = if secs > seconds_of(now) + FIFTY_YEARS {
+            year - 100
+        } else if secs <= seconds_of(now) + FIFTY_YEARS - 2 * FIFTY_YEARS {
+            year + 100
+        } else {
+            year
+        };
+        if day > days_in_month(year, month) {
             return None;
         }
-        secs = at(year - 100);
+        secs = at(year);
     }
     if secs >= 0 {
         UNIX_EPOCH.checked_add(Duration::from_secs(secs as u64))
@@ -592,6 +600,14 @@ mod tests {
             Some(220_924_799),
             "1976-12-31T23:59:59Z"
         );
+    }
+
+    #[test]
+    fn rfc850_years_late_in_a_century_can_be_ahead() {
+        // As of 2090, "05" is 2105 (15 years ahead), not 2005 (85 years back).
+        let now = UNIX_EPOCH + Duration::from_secs(3_786_912_000); // 2090-01-01
+        let t = parse_date_bytes(b"Monday, 01-Jun-05 00:00:00 GMT", now).map(secs);
+        assert_eq!(t, Some(4_273_257_600), "2105-06-01T00:00:00Z");
     }
 
     #[test]

@@ -972,3 +972,126 @@ async fn coding_tags_answers_a_stale_head_without_content() {
         );
     }
 }
+
+/// A date-only revalidation in the compression recipe: the 304 names the coding's tag, the
+/// one the client's stored response has — not the identity tag a 304 made inside would.
+#[tokio::test]
+async fn coding_tags_date_revalidation_keeps_the_codings_tag() {
+    let body = report_text();
+    let stack = ServiceBuilder::new()
+        .layer(CodingTagsLayer::new())
+        .layer(CompressionLayer::new())
+        .layer(ConditionalLayer::new())
+        .service(service_fn(move |_req: Request<String>| {
+            let body = body.clone();
+            async move {
+                Ok::<_, Infallible>(
+                    Response::builder()
+                        .header(header::CONTENT_TYPE, "text/plain")
+                        .header(header::LAST_MODIFIED, "Sun, 06 Nov 1994 08:49:37 GMT")
+                        .body(full(body))
+                        .unwrap(),
+                )
+            }
+        }));
+    let get = |extra: Option<(&str, &str)>| {
+        let mut b = Request::get("/r").header("accept-encoding", "gzip");
+        if let Some((k, v)) = extra {
+            b = b.header(k, v);
+        }
+        b.body(String::new()).unwrap()
+    };
+    let first = stack.clone().oneshot(get(None)).await.unwrap();
+    assert_eq!(first.headers()[header::CONTENT_ENCODING], "gzip");
+    let coded = first.headers()[header::ETAG].clone();
+    let again = stack
+        .clone()
+        .oneshot(get(Some((
+            "if-modified-since",
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+        ))))
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(again.headers()[header::ETAG], coded);
+    assert!(!again.headers().contains_key(header::CONTENT_ENCODING));
+    // A date the representation changed after: the full response.
+    let changed = stack
+        .clone()
+        .oneshot(get(Some((
+            "if-modified-since",
+            "Sat, 05 Nov 1994 08:49:37 GMT",
+        ))))
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), StatusCode::OK);
+    // If-Unmodified-Since on a read, evaluated on the final response too.
+    let stale = stack
+        .clone()
+        .oneshot(get(Some((
+            "if-unmodified-since",
+            "Sat, 05 Nov 1994 08:49:37 GMT",
+        ))))
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
+}
+
+/// The internal GET answered 410 or 405: nothing there answers GET, so a create-only PUT
+/// goes ahead (it was refused with the GET's status before).
+#[tokio::test]
+async fn an_internal_get_of_gone_or_not_allowed_means_absent() {
+    for status in [StatusCode::GONE, StatusCode::METHOD_NOT_ALLOWED] {
+        let writes = Arc::new(AtomicUsize::new(0));
+        let w = writes.clone();
+        let svc = ConditionalLayer::new().internal_get().layer(service_fn(
+            move |req: Request<String>| {
+                let w = w.clone();
+                async move {
+                    if req.method() == Method::GET {
+                        let mut r = Response::new(full(""));
+                        *r.status_mut() = status;
+                        return Ok::<_, Infallible>(r);
+                    }
+                    w.fetch_add(1, Ordering::SeqCst);
+                    let mut r = Response::new(full(""));
+                    *r.status_mut() = StatusCode::CREATED;
+                    Ok(r)
+                }
+            },
+        ));
+        let put = Request::put("/x")
+            .header("if-none-match", "*")
+            .body(String::new())
+            .unwrap();
+        let resp = svc.oneshot(put).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED, "{status}");
+        assert_eq!(writes.load(Ordering::SeqCst), 1, "{status}");
+    }
+}
+
+/// A body that keeps yielding empty frames at once must not hold the executor: the layer
+/// reads a bounded number per poll, so its time bound can fire and the head goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_of_endless_empty_frames_does_not_hold_the_executor() {
+    let svc = ConditionalLayer::new()
+        .max_buffer_time(Duration::from_millis(100))
+        .layer(service_fn(|_req: Request<String>| async {
+            let endless = futures_util::stream::repeat_with(|| {
+                Ok::<_, tower_conditional::BoxError>(Frame::data(Bytes::new()))
+            });
+            Ok::<_, Infallible>(Response::new(
+                http_body_util::StreamBody::new(endless).boxed(),
+            ))
+        }));
+    let task = tokio::spawn(async move {
+        let resp = svc.oneshot(Request::new(String::new())).await.unwrap();
+        (resp.status(), resp.headers().contains_key(header::ETAG))
+    });
+    let (status, tagged) = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the head goes out once the time bound passes")
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(!tagged);
+}
