@@ -11,7 +11,8 @@
 //! * on a write, `If-Match` and `If-None-Match` have the suffix removed before the
 //!   conditional layer compares them with the identity tag its lookup computes — so a write
 //!   from a gzip client validates, and a stale one gets 412;
-//! * on a read, `If-None-Match` and `If-Match` are evaluated here, on the final response —
+//! * on a read, the conditions (`If-None-Match`, `If-Match` and the dates they leave in force)
+//!   are evaluated here, on the final response —
 //!   so `"T;gzip"` revalidates a gzip response to 304 and never an identity one, and `"T"`
 //!   the reverse. (The inner layer does not see them, so the response is produced and
 //!   compressed before it is replaced by the 304: the price of telling the codings apart.)

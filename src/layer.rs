@@ -114,9 +114,11 @@ impl<L, P> ConditionalLayer<L, P> {
     /// `axum` feature the layer sees axum's `MatchedPath` there and answers 501 instead — but
     /// a `MethodRouter` used as a router's `fallback` sets none and is **not** detected, and a
     /// whole router mounted with `route_service` is refused (it looks the same). gRPC
-    /// requests are always refused (tonic routes by path: the GET would reach the call). The probe's 404 means
-    /// "absent"; another 4xx (401, 403, …) is passed to the client as the write's answer;
-    /// a 5xx or a failing body fails the write closed with 503.
+    /// requests are always refused (tonic routes by path: the GET would reach the call).
+    ///
+    /// The GET's 404, 410 or 405 means "absent"; another 4xx (401, 403, …) or a redirect is
+    /// passed to the client as the write's answer; a 5xx, a failing body, or a body that does
+    /// not end within `max_buffer_time` fails the write closed with 503.
     pub fn internal_get(self) -> ConditionalLayer<InternalGet, P> {
         self.lookup(InternalGet)
     }
