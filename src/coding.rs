@@ -145,9 +145,9 @@ where
                 TagList::Tags(tags) => tags.iter().any(|t| identity_tag(&t).is_some()),
                 _ => false,
             });
-        if coded_if_range || checks.if_match.is_some() {
+        if coded_if_range || checks.if_match.is_some() || checks.if_unmodified_since.is_some() {
             // A coding's tag never names a part (compression leaves 206s alone), and If-Match
-            // can only be checked on the whole response: no Range.
+            // or If-Unmodified-Since can only be checked on the whole response: no Range.
             headers.remove(header::RANGE);
             headers.remove(header::IF_RANGE);
         }
