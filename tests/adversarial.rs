@@ -934,26 +934,37 @@ async fn a_redirected_internal_get_passes_the_redirect_on() {
     assert_eq!(writes.load(Ordering::SeqCst), 0);
 }
 
-/// The compression recipe's own 412 to a HEAD (If-Match checked on the final response) has
-/// no content, like the layer's (a body on a HEAD resets HTTP/2 streams).
-#[tokio::test]
-async fn coding_tags_answers_a_stale_head_without_content() {
+/// The compression recipe (coding tags, compression, the layer) around a compressible
+/// text, with this `Last-Modified`.
+fn recipe_with_date(
+    modified: Option<&'static str>,
+) -> impl tower::Service<
+    Request<String>,
+    Response = Response<impl http_body::Body<Data = Bytes, Error = tower_conditional::BoxError>>,
+    Error = Infallible,
+> + Clone {
     let body = report_text();
-    let stack = ServiceBuilder::new()
+    ServiceBuilder::new()
         .layer(CodingTagsLayer::new())
         .layer(CompressionLayer::new())
         .layer(ConditionalLayer::new())
         .service(service_fn(move |_req: Request<String>| {
             let body = body.clone();
             async move {
-                Ok::<_, Infallible>(
-                    Response::builder()
-                        .header(header::CONTENT_TYPE, "text/plain")
-                        .body(full(body))
-                        .unwrap(),
-                )
+                let mut b = Response::builder().header(header::CONTENT_TYPE, "text/plain");
+                if let Some(date) = modified {
+                    b = b.header(header::LAST_MODIFIED, date);
+                }
+                Ok::<_, Infallible>(b.body(full(body)).unwrap())
             }
-        }));
+        }))
+}
+
+/// The compression recipe's own 412 to a HEAD (If-Match checked on the final response) has
+/// no content, like the layer's (a body on a HEAD resets HTTP/2 streams).
+#[tokio::test]
+async fn coding_tags_answers_a_stale_head_without_content() {
+    let stack = recipe_with_date(None);
     for method in [Method::GET, Method::HEAD] {
         let req = Request::builder()
             .method(method.clone())
@@ -977,23 +988,7 @@ async fn coding_tags_answers_a_stale_head_without_content() {
 /// one the client's stored response has — not the identity tag a 304 made inside would.
 #[tokio::test]
 async fn coding_tags_date_revalidation_keeps_the_codings_tag() {
-    let body = report_text();
-    let stack = ServiceBuilder::new()
-        .layer(CodingTagsLayer::new())
-        .layer(CompressionLayer::new())
-        .layer(ConditionalLayer::new())
-        .service(service_fn(move |_req: Request<String>| {
-            let body = body.clone();
-            async move {
-                Ok::<_, Infallible>(
-                    Response::builder()
-                        .header(header::CONTENT_TYPE, "text/plain")
-                        .header(header::LAST_MODIFIED, "Sun, 06 Nov 1994 08:49:37 GMT")
-                        .body(full(body))
-                        .unwrap(),
-                )
-            }
-        }));
+    let stack = recipe_with_date(Some("Sun, 06 Nov 1994 08:49:37 GMT"));
     let get = |extra: Option<(&str, &str)>| {
         let mut b = Request::get("/r").header("accept-encoding", "gzip");
         if let Some((k, v)) = extra {
