@@ -38,7 +38,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::SystemTime;
 
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
 use http_body::{Body, SizeHint};
 use pin_project_lite::pin_project;
 use tower::Service;
@@ -46,10 +46,11 @@ use tower_layer::Layer;
 
 use crate::body::ConditionalBody;
 use crate::etag::EntityTag;
-use crate::header::{parse_date_value, parse_http_date, to_http_seconds, TagList};
+use crate::header::{parse_date_value, IfRange, TagList};
 use crate::outcome::Outcome;
-use crate::precondition::Failed;
+use crate::precondition::{evaluate, Conditions, Decision, Options};
 use crate::response::{into_not_modified, Rejection, RejectionKind};
+use crate::validators::Validators;
 
 /// The codings whose suffix is recognised on incoming tags.
 const CODINGS: [&str; 5] = ["gzip", "br", "deflate", "zstd", "compress"];
@@ -122,115 +123,70 @@ where
                 checks: Checks::default(),
             };
         }
-        // A read's tags are checked here, on the response as it goes out: inside, a coding's
-        // tag would be compared with the identity tag. Without If-Match and If-None-Match
-        // inside, the date conditions they override must go too (RFC 9110 §13.2.2).
+        // A read's conditions are evaluated here, on the response as it goes out: inside, a
+        // coding's tag would be compared with the identity tag, and a 304 made inside would
+        // carry the identity tag where the client holds a coding's.
         let head = req.method() == Method::HEAD;
         let headers = req.headers_mut();
-        let if_match = take_list(headers, header::IF_MATCH, header::IF_UNMODIFIED_SINCE);
-        let if_none_match = take_list(headers, header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE);
-        // The dates no list overrides are checked here as well: a 304 made inside would carry
-        // the identity tag where the client holds a coding's.
-        let checks = Checks {
-            if_match,
-            if_none_match,
-            if_unmodified_since: take_date(headers, header::IF_UNMODIFIED_SINCE),
-            if_modified_since: take_date(headers, header::IF_MODIFIED_SINCE),
-            head,
-        };
-        let coded_if_range = TagList::parse(headers.get_all(header::IF_RANGE))
-            .ok()
-            .flatten()
-            .is_some_and(|list| match list {
-                TagList::Tags(tags) => tags.iter().any(|t| identity_tag(&t).is_some()),
-                _ => false,
-            });
-        if coded_if_range || checks.if_match.is_some() || checks.if_unmodified_since.is_some() {
+        let mut conditions = Conditions::from_headers(headers);
+        let coded_if_range =
+            matches!(&conditions.if_range, Some(IfRange::Tag(tag)) if identity_tag(tag).is_some());
+        if coded_if_range
+            || conditions.if_match.is_present()
+            || conditions.if_unmodified_since.is_some()
+        {
             // A coding's tag never names a part (compression leaves 206s alone), and If-Match
             // or If-Unmodified-Since can only be checked on the whole response: no Range.
             headers.remove(header::RANGE);
             headers.remove(header::IF_RANGE);
         }
+        // Range and If-Range, where they stay, are the service's.
+        conditions.has_range = false;
+        conditions.if_range = None;
+        for name in READ_CONDITIONS {
+            headers.remove(name);
+        }
         CodingTagsFuture {
             inner: self.inner.call(req),
-            checks,
+            checks: Checks {
+                conditions: (!conditions.is_empty()).then_some(conditions),
+                head,
+            },
         }
     }
 }
 
-/// Removes a list field (and the date field it overrides) from a read, keeping what it said.
-fn take_list(headers: &mut HeaderMap, list: HeaderName, date: HeaderName) -> Option<ListCheck> {
-    if !headers.contains_key(&list) {
-        return None;
-    }
-    let parsed = TagList::parse(headers.get_all(&list)).ok().flatten();
-    headers.remove(list);
-    headers.remove(date);
-    Some(match parsed {
-        Some(list) => ListCheck::List(list),
-        None => ListCheck::Malformed,
-    })
-}
-
-/// Removes a date field from a read, keeping its value when it is a valid HTTP-date.
-fn take_date(headers: &mut HeaderMap, name: HeaderName) -> Option<SystemTime> {
-    let date = parse_http_date(headers.get_all(&name));
-    headers.remove(name);
-    date
-}
-
-/// What a read's list field said.
-#[derive(Debug)]
-enum ListCheck {
-    List(TagList),
-    Malformed,
-}
+/// The fields of a read that this adapter evaluates itself.
+const READ_CONDITIONS: [HeaderName; 4] = [
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+];
 
 /// The conditions a read leaves for the adapter to check on the final response.
 #[derive(Debug, Default)]
 struct Checks {
-    if_match: Option<ListCheck>,
-    if_none_match: Option<ListCheck>,
-    if_unmodified_since: Option<SystemTime>,
-    if_modified_since: Option<SystemTime>,
+    conditions: Option<Conditions>,
     /// The request was a HEAD: an answer made here has no content (RFC 9110 §9.3.2).
     head: bool,
 }
 
 impl Checks {
-    /// The answer the final response gets (its tag, its `Last-Modified`): `None` to send it
-    /// as it is. RFC 9110 §13.2.2's order, on the response that goes out.
-    fn verdict(&self, tag: Option<&EntityTag>, modified: Option<SystemTime>) -> Option<StatusCode> {
-        let modified = modified.map(to_http_seconds);
-        if let (Some(since), Some(modified)) = (self.if_unmodified_since, modified) {
-            if modified > since {
-                return Some(StatusCode::PRECONDITION_FAILED);
-            }
+    /// The decision for the final response (its tag, its `Last-Modified`): the same RFC 9110
+    /// §13.2.2 evaluation the layer makes, on the response that goes out.
+    fn verdict(&self, tag: Option<EntityTag>, modified: Option<SystemTime>) -> Decision {
+        let Some(conditions) = &self.conditions else {
+            return Decision::Proceed;
+        };
+        let mut current = Validators::new();
+        if let Some(tag) = tag {
+            current.set_etag(tag);
         }
-        // If-Match: strong comparison; malformed or unmatched fails (as in the layer).
-        if let Some(check) = &self.if_match {
-            let matched = match (check, tag) {
-                (ListCheck::List(TagList::Any), _) => true,
-                (ListCheck::List(list), Some(tag)) => list.matches_strong(tag),
-                _ => false,
-            };
-            if !matched {
-                return Some(StatusCode::PRECONDITION_FAILED);
-            }
+        if let Some(modified) = modified {
+            current = current.with_last_modified(modified);
         }
-        // If-None-Match: weak comparison; a malformed one is ignored on reads.
-        match &self.if_none_match {
-            Some(ListCheck::List(TagList::Any)) => Some(StatusCode::NOT_MODIFIED),
-            Some(ListCheck::List(list)) if tag.is_some_and(|t| list.matches_weak(t)) => {
-                Some(StatusCode::NOT_MODIFIED)
-            }
-            _ => match (self.if_modified_since, modified) {
-                (Some(since), Some(modified)) if modified <= since => {
-                    Some(StatusCode::NOT_MODIFIED)
-                }
-                _ => None,
-            },
-        }
+        evaluate(&Method::GET, conditions, Some(&current), Options::default())
     }
 }
 
@@ -280,9 +236,11 @@ where
             .headers
             .get(header::LAST_MODIFIED)
             .and_then(parse_date_value);
-        let response = match this.checks.verdict(tag.as_ref(), modified) {
-            None => Response::from_parts(head, ConditionalBody::pass_through(body)),
-            Some(StatusCode::NOT_MODIFIED) => {
+        let response = match this.checks.verdict(tag, modified) {
+            Decision::Proceed | Decision::IgnoreRange => {
+                Response::from_parts(head, ConditionalBody::pass_through(body))
+            }
+            Decision::NotModified => {
                 drop(body);
                 into_not_modified(&mut head.status, &mut head.headers);
                 if head.extensions.get::<Outcome>().is_some() {
@@ -290,9 +248,9 @@ where
                 }
                 Response::from_parts(head, ConditionalBody::empty(SizeHint::with_exact(0)))
             }
-            Some(_) => {
+            Decision::PreconditionFailed(failed) => {
                 drop(body);
-                let kind = RejectionKind::PreconditionFailed(Failed::IfMatch);
+                let kind = RejectionKind::PreconditionFailed(failed);
                 let mut response = Rejection::new(kind, None)
                     .problem_response()
                     .map(ConditionalBody::full);
