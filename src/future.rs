@@ -34,7 +34,7 @@ use crate::header::parse_date_value;
 use crate::lookup::{Current, Source, VersionLookup};
 use crate::outcome::{NoTag, Outcome, Untagged};
 use crate::precondition::{evaluate, Conditions, Decision};
-use crate::predicate::{has_no_store, is_stream, may_fit, Predicate};
+use crate::predicate::{declared_length, fits, has_no_store, is_stream, Predicate};
 use crate::response::{into_not_modified, not_modified_from, Rejection, RejectionKind};
 use crate::validators::Validators;
 
@@ -108,6 +108,8 @@ pin_project! {
             body: Pin<Box<ResBody>>,
             buf: HashBuffer,
             deadline: Deadline,
+            // The response's `Content-Length`, read once.
+            declared: Option<u64>,
         },
         // A serialized write succeeded without an ETag: the lookup tells the new one.
         AfterWrite {
@@ -353,12 +355,16 @@ where
                 let filled =
                     ready!(buf.poll_fill_within(body.as_mut(), deadline, &exchange.config, cx));
                 let StateOwned::Buffering {
-                    head, body, buf, ..
+                    head,
+                    body,
+                    buf,
+                    declared,
+                    ..
                 } = self.take()
                 else {
                     unreachable!("the state is Buffering")
                 };
-                exchange.on_buffered(head, body, buf, filled)
+                exchange.on_buffered(head, body, buf, declared, filled)
             }
             StateProj::AfterWrite { fut, .. } => {
                 let found = ready!(fut.poll(cx));
@@ -582,7 +588,11 @@ impl<P: Predicate> Exchange<P> {
             found.set_etag(tag);
             return self.decide(Ok(Current::Exists(found)), pending);
         }
-        if self.why_untagged(&response, false, true).is_none() {
+        let declared = declared_length(response.headers());
+        if self
+            .why_untagged(&response, declared, false, true)
+            .is_none()
+        {
             let buf = HashBuffer::new(&self.config.hash, self.config.max_buffer, false);
             return Next::State(State::GetBody {
                 body: response.into_body(),
@@ -818,7 +828,8 @@ impl<P: Predicate> Exchange<P> {
             return Next::Done(Ok((response, Outcome::Untagged(Untagged::NotSuccess))));
         }
         let own_tag = own_etag(response.headers_mut(), &self.config);
-        match self.why_untagged(&response, own_tag.is_some(), self.has_get_body()) {
+        let declared = declared_length(response.headers());
+        match self.why_untagged(&response, declared, own_tag.is_some(), self.has_get_body()) {
             None => {
                 let (head, body) = response.into_parts();
                 Next::State(State::Buffering {
@@ -826,6 +837,7 @@ impl<P: Predicate> Exchange<P> {
                     body: Box::pin(body),
                     buf: HashBuffer::new(&self.config.hash, self.config.max_buffer, true),
                     deadline: Deadline::new(self.config.max_buffer_time),
+                    declared,
                 })
             }
             Some(why) => {
@@ -842,6 +854,7 @@ impl<P: Predicate> Exchange<P> {
     fn why_untagged<B: Body>(
         &self,
         response: &Response<B>,
+        declared: Option<u64>,
         own_tag: bool,
         get_body: bool,
     ) -> Option<Untagged> {
@@ -858,7 +871,7 @@ impl<P: Predicate> Exchange<P> {
             Untagged::Stream
         } else if !self.predicate.should_hash(response) {
             Untagged::Predicate
-        } else if !may_fit(response, self.config.max_buffer) {
+        } else if !fits(response, declared, self.config.max_buffer) {
             Untagged::TooLarge
         } else {
             return None;
@@ -873,6 +886,7 @@ impl<P: Predicate> Exchange<P> {
         head: http::response::Parts,
         body: Pin<Box<ResBody>>,
         buf: HashBuffer,
+        declared: Option<u64>,
         filled: Option<Filled<ResBody::Error>>,
     ) -> Next<S, ReqBody, ResBody, L>
     where
@@ -881,7 +895,7 @@ impl<P: Predicate> Exchange<P> {
         ResBody: Body,
     {
         match filled {
-            Some(Filled::End) if !declared_length_matches(&head.headers, buf.len()) => {
+            Some(Filled::End) if declared.is_some_and(|n| n != buf.len()) => {
                 // Not the representation: a HEAD handler's empty body under a declared
                 // length (axum routed the HEAD before the layer made it a GET), say.
                 let found = self.validators_of(&head.headers, None);
@@ -988,16 +1002,6 @@ impl<P: Predicate> Exchange<P> {
         }
         Next::Done(Ok((self.strip_head(head, body), outcome)))
     }
-}
-
-/// Whether the body read (`len` bytes) is as long as the response's `Content-Length` says,
-/// when it says anything.
-fn declared_length_matches(headers: &HeaderMap, len: u64) -> bool {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .is_none_or(|declared| declared == len)
 }
 
 /// Marks a request whose write lock is held, so a second application of the same layer

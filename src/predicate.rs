@@ -151,14 +151,27 @@ pub(crate) fn has_no_store(headers: &HeaderMap) -> bool {
 
 /// Whether the body can fit in `max_buffer` bytes, judged from `Content-Length` and the
 /// body's size hint before any byte is read.
-pub(crate) fn may_fit<B: Body>(response: &http::Response<B>, max_buffer: usize) -> bool {
+#[cfg(test)]
+fn may_fit<B: Body>(response: &http::Response<B>, max_buffer: usize) -> bool {
+    fits(response, declared_length(response.headers()), max_buffer)
+}
+
+/// [`may_fit`] with the `Content-Length` already read.
+pub(crate) fn fits<B: Body>(
+    response: &http::Response<B>,
+    declared: Option<u64>,
+    max_buffer: usize,
+) -> bool {
     let max = max_buffer as u64;
-    let declared = response
-        .headers()
+    declared.is_none_or(|n| n <= max) && response.body().size_hint().lower() <= max
+}
+
+/// The response's `Content-Length`, when it has a valid one.
+pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    declared.is_none_or(|n| n <= max) && response.body().size_hint().lower() <= max
+        .and_then(|v| v.trim().parse::<u64>().ok())
 }
 
 #[cfg(test)]
