@@ -141,8 +141,7 @@ where
             headers.remove(header::IF_RANGE);
         }
         // Range and If-Range, where they stay, are the service's.
-        conditions.has_range = false;
-        conditions.if_range = None;
+        conditions.drop_range();
         for name in READ_CONDITIONS {
             headers.remove(name);
         }

@@ -493,8 +493,7 @@ impl<P> Exchange<P> {
 
     /// From here on, `Range` and `If-Range` are the service's.
     pub(crate) fn hand_over_range(&mut self) {
-        self.conditions.has_range = false;
-        self.conditions.if_range = None;
+        self.conditions.drop_range();
     }
 
     /// For a HEAD forwarded as GET: keep the head, drop the body, keep the GET's length.

@@ -104,6 +104,12 @@ impl Conditions {
             || self.if_unmodified_since.is_some()
     }
 
+    /// Forgets `Range` and `If-Range`: from here on they are someone else's to honour.
+    pub(crate) fn drop_range(&mut self) {
+        self.has_range = false;
+        self.if_range = None;
+    }
+
     /// Whether these conditions give a write something to be checked against: `If-Match`,
     /// a non-empty `If-None-Match`, or an `If-Unmodified-Since` when the target has a
     /// modification date (`dated`). What [`require_preconditions`] accepts.

@@ -215,8 +215,7 @@ impl<S, L, P> Conditional<S, L, P> {
             // without it, so the forwarded GET must not carry it.
             req.headers_mut().remove(header::RANGE);
             req.headers_mut().remove(header::IF_RANGE);
-            conditions.has_range = false;
-            conditions.if_range = None;
+            conditions.drop_range();
         }
         let ranged = conditions.has_range && method == Method::GET;
         let validated =
