@@ -80,9 +80,8 @@ pin_project! {
         GetBody {
             #[pin]
             body: ResBody,
-            buf: HashBuffer,
-            deadline: Deadline,
-            found: Validators,
+            // Boxed, as `Buffering`: a rare state must not make every future larger.
+            held: Box<Hashing<Validators>>,
             pending: Box<Pending<S, ReqBody, L>>,
         },
         // Waiting for the per-target write lock.
@@ -100,21 +99,18 @@ pin_project! {
         Deferred {
             #[pin]
             fut: Oneshot<S, Request<ReqBody>>,
-            after_write: Option<L::Future>,
+            after_write: Option<Pin<Box<L::Future>>>,
         },
-        // Holding and hashing the response body.
+        // Holding and hashing a response body that was not whole at once. Boxed: only
+        // bodies that make the layer wait pay for it, and every response future (moved by
+        // each service and executor around it) stays small.
         Buffering {
-            head: http::response::Parts,
             body: Pin<Box<ResBody>>,
-            buf: HashBuffer,
-            deadline: Deadline,
-            // The response's `Content-Length`, read once.
-            declared: Option<u64>,
+            held: Box<Hashing<Head>>,
         },
         // A serialized write succeeded without an ETag: the lookup tells the new one.
         AfterWrite {
-            #[pin]
-            fut: L::Future,
+            fut: Pin<Box<L::Future>>,
             response: Response<ResBody>,
         },
         // The layer answers by itself.
@@ -124,6 +120,20 @@ pin_project! {
         },
         Done,
     }
+}
+
+/// A body being read and hashed across polls, with what is kept for when it ends.
+pub(crate) struct Hashing<T> {
+    buf: HashBuffer,
+    deadline: Deadline,
+    keep: T,
+}
+
+/// The head of a response whose body is being held.
+pub(crate) struct Head {
+    head: http::response::Parts,
+    /// The response's `Content-Length`, read once.
+    declared: Option<u64>,
 }
 
 /// A request held while its target's validators are found: the service to call (a clone,
@@ -145,8 +155,9 @@ pub(crate) struct Exchange<P> {
     /// The conditions the layer evaluates. `If-Range` and `Range` are cleared once the
     /// request goes to the service: from then on they are the service's to honour.
     pub(crate) conditions: Conditions,
-    /// The request's gRPC content type, for a gRPC request.
-    pub(crate) grpc: Option<HeaderValue>,
+    /// The request's gRPC content type, for a gRPC write (boxed: rare, and the exchange
+    /// lives in every response future).
+    pub(crate) grpc: Option<Box<HeaderValue>>,
     /// Whether the lookup already passed the conditions before the service was called.
     pub(crate) prechecked: bool,
     /// The lookup's `Last-Modified`, for a read under `last_modified_from_lookup`.
@@ -301,23 +312,14 @@ where
                 };
                 exchange.on_get_head(response, pending)
             }
-            StateProj::GetBody {
-                body,
-                buf,
-                deadline,
-                ..
-            } => {
+            StateProj::GetBody { body, held, .. } => {
+                let Hashing { buf, deadline, .. } = &mut **held;
                 let filled = ready!(buf.poll_fill_within(body, deadline, &exchange.config, cx));
-                let StateOwned::GetBody {
-                    buf,
-                    found,
-                    pending,
-                    ..
-                } = self.take()
-                else {
+                let StateOwned::GetBody { held, pending, .. } = self.take() else {
                     unreachable!("the state is GetBody")
                 };
-                exchange.on_get_body(filled, buf, found, pending)
+                let Hashing { buf, keep, .. } = *held;
+                exchange.on_get_body(filled, buf, keep, pending)
             }
             StateProj::Locking { fut, .. } => {
                 let guard = ready!(fut.poll(cx));
@@ -339,35 +341,29 @@ where
     ) -> Poll<Next<S, ReqBody, ResBody, L>> {
         let next = match self.as_mut().project() {
             StateProj::Called { fut } => match ready!(fut.poll(cx)) {
-                Ok(response) => exchange.on_response(response, None),
+                Ok(response) => exchange.on_response(response, None, cx),
                 Err(e) => Next::Done(Err(e)),
             },
             StateProj::Deferred { fut, after_write } => match ready!(fut.poll(cx)) {
-                Ok(response) => exchange.on_response(response, after_write.take()),
+                Ok(response) => exchange.on_response(response, after_write.take(), cx),
                 Err(e) => Next::Done(Err(e)),
             },
-            StateProj::Buffering {
-                body,
-                buf,
-                deadline,
-                ..
-            } => {
+            StateProj::Buffering { body, held } => {
+                let Hashing { buf, deadline, .. } = &mut **held;
                 let filled =
                     ready!(buf.poll_fill_within(body.as_mut(), deadline, &exchange.config, cx));
-                let StateOwned::Buffering {
-                    head,
-                    body,
-                    buf,
-                    declared,
-                    ..
-                } = self.take()
-                else {
+                let StateOwned::Buffering { body, held } = self.take() else {
                     unreachable!("the state is Buffering")
                 };
+                let Hashing {
+                    buf,
+                    keep: Head { head, declared },
+                    ..
+                } = *held;
                 exchange.on_buffered(head, body, buf, declared, filled)
             }
             StateProj::AfterWrite { fut, .. } => {
-                let found = ready!(fut.poll(cx));
+                let found = ready!(fut.as_mut().poll(cx));
                 let StateOwned::AfterWrite { response, .. } = self.take() else {
                     unreachable!("the state is AfterWrite")
                 };
@@ -421,7 +417,7 @@ fn with_new_etag<B: Body, E: std::fmt::Display>(
 
 impl<P> Exchange<P> {
     fn answer<B: Body>(&self, kind: RejectionKind) -> (Response<ConditionalBody<B>>, Outcome) {
-        let rejection = Rejection::new(kind, self.grpc.clone());
+        let rejection = Rejection::new(kind, self.grpc.as_deref().cloned());
         let response = self.config.render(&rejection).map(ConditionalBody::full);
         (response, Outcome::Rejected(kind))
     }
@@ -432,7 +428,7 @@ impl<P> Exchange<P> {
         current: Option<&Validators>,
     ) -> (Response<ConditionalBody<B>>, Outcome) {
         let kind = RejectionKind::PreconditionFailed(failed);
-        let mut rejection = Rejection::new(kind, self.grpc.clone());
+        let mut rejection = Rejection::new(kind, self.grpc.as_deref().cloned());
         if self.config.disclose_current_etag {
             rejection = rejection.with_current(current.and_then(|v| v.etag().cloned()));
         }
@@ -595,9 +591,11 @@ impl<P: Predicate> Exchange<P> {
             let buf = HashBuffer::new(&self.config.hash, self.config.max_buffer, false);
             return Next::State(State::GetBody {
                 body: response.into_body(),
-                buf,
-                deadline: Deadline::new(self.config.max_buffer_time),
-                found,
+                held: Box::new(Hashing {
+                    buf,
+                    deadline: Deadline::new(self.config.max_buffer_time),
+                    keep: found,
+                }),
                 pending,
             });
         }
@@ -725,7 +723,9 @@ impl<P: Predicate> Exchange<P> {
         pending.req.extensions_mut().insert(expectation);
         let after_write = match (&self.config.locks, pending.source.is_lookup()) {
             (Some(_), true) => match pending.source.source(&pending.req) {
-                Source::Lookup(fut) => Some(fut),
+                // Boxed: it waits in `Deferred` beside the service's future, and only
+                // serialized writes have one.
+                Source::Lookup(fut) => Some(Box::pin(fut)),
                 _ => None,
             },
             _ => None,
@@ -787,7 +787,8 @@ impl<P: Predicate> Exchange<P> {
     fn on_response<S, ReqBody, ResBody, L>(
         &mut self,
         response: Response<ResBody>,
-        after_write: Option<L::Future>,
+        after_write: Option<Pin<Box<L::Future>>>,
+        cx: &mut Context<'_>,
     ) -> Next<S, ReqBody, ResBody, L>
     where
         S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -808,13 +809,14 @@ impl<P: Predicate> Exchange<P> {
                     Outcome::Passed,
                 ))),
             },
-            Mode::Read { .. } => self.on_read_response(response),
+            Mode::Read { .. } => self.on_read_response(response, cx),
         }
     }
 
     fn on_read_response<S, ReqBody, ResBody, L>(
         &mut self,
         mut response: Response<ResBody>,
+        cx: &mut Context<'_>,
     ) -> Next<S, ReqBody, ResBody, L>
     where
         S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -831,13 +833,23 @@ impl<P: Predicate> Exchange<P> {
         match self.why_untagged(&response, declared, own_tag.is_some(), self.has_get_body()) {
             None => {
                 let (head, body) = response.into_parts();
-                Next::State(State::Buffering {
-                    head,
-                    body: Box::pin(body),
-                    buf: HashBuffer::new(&self.config.hash, self.config.max_buffer, true),
-                    deadline: Deadline::new(self.config.max_buffer_time),
-                    declared,
-                })
+                let mut body = Box::pin(body);
+                let mut buf = HashBuffer::new(&self.config.hash, self.config.max_buffer, true);
+                // Most bodies are whole at once (one `Full` frame, a buffered handler's
+                // answer): finished here, the response never moves into a waiting state.
+                match buf.poll_fill(body.as_mut(), cx) {
+                    Poll::Ready(filled) => {
+                        self.on_buffered(head, body, buf, declared, Some(filled))
+                    }
+                    Poll::Pending => Next::State(State::Buffering {
+                        body,
+                        held: Box::new(Hashing {
+                            buf,
+                            deadline: Deadline::new(self.config.max_buffer_time),
+                            keep: Head { head, declared },
+                        }),
+                    }),
+                }
             }
             Some(why) => {
                 let (head, body) = response.into_parts();
@@ -1014,7 +1026,7 @@ struct HeldLock {
 /// Calls the service once it is ready again.
 fn proceed<S, ReqBody, ResBody, L>(
     pending: Pending<S, ReqBody, L>,
-    after_write: Option<L::Future>,
+    after_write: Option<Pin<Box<L::Future>>>,
 ) -> State<S, ReqBody, ResBody, L>
 where
     S: Service<Request<ReqBody>>,

@@ -176,7 +176,7 @@ impl<S, L, P> Conditional<S, L, P> {
         L: VersionLookup<ReqBody>,
         ResBody: Body,
     {
-        let rejection = Rejection::new(kind, exchange.grpc.clone());
+        let rejection = Rejection::new(kind, exchange.grpc.as_deref().cloned());
         let response = self.config.render(&rejection).map(ConditionalBody::full);
         ResponseFuture::new(State::answer(response, Outcome::Rejected(kind)), exchange)
     }
@@ -250,7 +250,7 @@ impl<S, L, P> Conditional<S, L, P> {
         let conditions = Conditions::from_headers(req.headers());
         let guarded = conditions.guards_write();
         let mut exchange = self.exchange(method, Mode::Write, conditions);
-        exchange.grpc = grpc_content_type(req.headers());
+        exchange.grpc = grpc_content_type(req.headers()).map(Box::new);
         if !guarded {
             if self.config.requires_precondition(&exchange.method) {
                 return self.answer(exchange, RejectionKind::PreconditionRequired);
