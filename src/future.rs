@@ -34,7 +34,7 @@ use crate::header::parse_date_value;
 use crate::lookup::{Current, Source, VersionLookup};
 use crate::outcome::{NoTag, Outcome, Untagged};
 use crate::precondition::{evaluate, Conditions, Decision};
-use crate::predicate::{declared_length, fits, has_no_store, is_stream, Predicate};
+use crate::predicate::{fits, HeadFields, Predicate};
 use crate::response::{into_not_modified, not_modified_from, Rejection, RejectionKind};
 use crate::validators::Validators;
 
@@ -577,17 +577,14 @@ impl<P: Predicate> Exchange<P> {
         if !status.is_success() {
             return self.decide(Err(format!("the internal GET answered {status}")), pending);
         }
-        let own_tag = own_etag(response.headers_mut(), &self.config);
+        let mut fields = HeadFields::scan(response.headers());
+        let own_tag = own_etag(response.headers_mut(), &mut fields, &self.config);
         let mut found = Validators::from_headers(response.headers());
         if let Some(tag) = own_tag {
             found.set_etag(tag);
             return self.decide(Ok(Current::Exists(found)), pending);
         }
-        let declared = declared_length(response.headers());
-        if self
-            .why_untagged(&response, declared, false, true)
-            .is_none()
-        {
+        if self.why_untagged(&response, &fields, false, true).is_none() {
             let buf = HashBuffer::new(&self.config.hash, self.config.max_buffer, false);
             return Next::State(State::GetBody {
                 body: response.into_body(),
@@ -828,9 +825,10 @@ impl<P: Predicate> Exchange<P> {
             let response = self.strip_head(head, ConditionalBody::pass_through(body));
             return Next::Done(Ok((response, Outcome::Untagged(Untagged::NotSuccess))));
         }
-        let own_tag = own_etag(response.headers_mut(), &self.config);
-        let declared = declared_length(response.headers());
-        match self.why_untagged(&response, declared, own_tag.is_some(), self.has_get_body()) {
+        let mut fields = HeadFields::scan(response.headers());
+        let own_tag = own_etag(response.headers_mut(), &mut fields, &self.config);
+        let declared = fields.declared;
+        match self.why_untagged(&response, &fields, own_tag.is_some(), self.has_get_body()) {
             None => {
                 let (head, body) = response.into_parts();
                 let mut body = Box::pin(body);
@@ -853,9 +851,8 @@ impl<P: Predicate> Exchange<P> {
             }
             Some(why) => {
                 let (head, body) = response.into_parts();
-                let found = self.validators_of(&head.headers, own_tag);
                 let body = ConditionalBody::pass_through(body);
-                self.finish_read(head, body, found, Outcome::Untagged(why))
+                self.finish_read(head, body, own_tag, Outcome::Untagged(why))
             }
         }
     }
@@ -865,24 +862,23 @@ impl<P: Predicate> Exchange<P> {
     fn why_untagged<B: Body>(
         &self,
         response: &Response<B>,
-        declared: Option<u64>,
+        fields: &HeadFields,
         own_tag: bool,
         get_body: bool,
     ) -> Option<Untagged> {
-        let headers = response.headers();
         let why = if own_tag {
             Untagged::OwnTag
         } else if response.extensions().get::<NoTag>().is_some() {
             Untagged::OptOut
-        } else if has_no_store(headers) {
+        } else if fields.no_store {
             Untagged::NoStore
         } else if !get_body {
             Untagged::Head
-        } else if is_stream(headers) {
+        } else if fields.stream {
             Untagged::Stream
         } else if !self.predicate.should_hash(response) {
             Untagged::Predicate
-        } else if !fits(response, declared, self.config.max_buffer) {
+        } else if !fits(response, fields.declared, self.config.max_buffer) {
             Untagged::TooLarge
         } else {
             return None;
@@ -909,21 +905,19 @@ impl<P: Predicate> Exchange<P> {
             Some(Filled::End) if declared.is_some_and(|n| n != buf.len()) => {
                 // Not the representation: a HEAD handler's empty body under a declared
                 // length (axum routed the HEAD before the layer made it a GET), say.
-                let found = self.validators_of(&head.headers, None);
                 let body = ConditionalBody::replay(buf.into_held(), None);
                 self.finish_read(
                     head,
                     body,
-                    found,
+                    None,
                     Outcome::Untagged(Untagged::LengthMismatch),
                 )
             }
             Some(Filled::End) => {
                 let (tag, held) = buf.finish();
-                let mut found = self.validators_of(&head.headers, None);
-                found.set_etag(self.config.computed(tag));
+                let tag = self.config.computed(tag);
                 let body = ConditionalBody::replay(held, None);
-                self.finish_read(head, body, found, Outcome::Tagged)
+                self.finish_read(head, body, Some(tag), Outcome::Tagged)
             }
             Some(Filled::Failed(_)) => {
                 tracing::error!(
@@ -938,38 +932,36 @@ impl<P: Predicate> Exchange<P> {
                     Some(_) => Untagged::TooLarge,
                     None => Untagged::TimeLimit,
                 };
-                let found = self.validators_of(&head.headers, None);
                 let body = ConditionalBody::replay(buf.into_held(), Some(body));
-                self.finish_read(head, body, found, Outcome::Untagged(why))
+                self.finish_read(head, body, None, Outcome::Untagged(why))
             }
         }
     }
 
     /// Validators of a response: its own tag (already checked), and `Last-Modified` (its
-    /// own, or the lookup's) when a condition will read it.
+    /// own, or the lookup's), for the conditions to be evaluated against.
     fn validators_of(&self, headers: &HeaderMap, tag: Option<crate::EntityTag>) -> Validators {
         let mut found = Validators::new();
         if let Some(tag) = tag {
             found.set_etag(tag);
         }
-        if !self.conditions.is_empty() {
-            let own = headers
-                .get(header::LAST_MODIFIED)
-                .and_then(parse_date_value);
-            if let Some(time) = own.or(self.lookup_last_modified) {
-                found = found.with_last_modified(time);
-            }
+        let own = headers
+            .get(header::LAST_MODIFIED)
+            .and_then(parse_date_value);
+        if let Some(time) = own.or(self.lookup_last_modified) {
+            found = found.with_last_modified(time);
         }
         found
     }
 
-    /// A 2xx read with its validators known: 304, 412, or the response.
-    /// `outcome` is `Tagged` when `found`'s tag was computed and goes into the response.
+    /// A 2xx read with its tag known (`tag`: computed, or the service's own): 304, 412, or
+    /// the response. `outcome` is `Tagged` when `tag` was computed and goes into the
+    /// response.
     fn finish_read<S, ReqBody, ResBody, L>(
         &self,
         mut head: http::response::Parts,
         body: ConditionalBody<ResBody>,
-        mut found: Validators,
+        mut tag: Option<crate::EntityTag>,
         outcome: Outcome,
     ) -> Next<S, ReqBody, ResBody, L>
     where
@@ -978,15 +970,16 @@ impl<P: Predicate> Exchange<P> {
         ResBody: Body,
     {
         // What a lookup already passed is not failed again for want of a tag on this
-        // response (a 206 the layer does not hash, carrying at most a date, say).
-        let decision = if self.conditions.is_empty() || (self.prechecked && found.etag().is_none())
-        {
-            Decision::Proceed
-        } else {
-            evaluate(&self.method, &self.conditions, Some(&found), self.options())
-        };
-        if let Decision::PreconditionFailed(failed) = decision {
-            return Next::Done(Ok(self.precondition_failed(failed, Some(&found))));
+        // response (a 206 the layer does not hash, carrying at most a date, say). Without
+        // conditions (most requests) no validators are gathered at all.
+        let mut decision = Decision::Proceed;
+        if !self.conditions.is_empty() && (tag.is_some() || !self.prechecked) {
+            let mut found = self.validators_of(&head.headers, tag);
+            decision = evaluate(&self.method, &self.conditions, Some(&found), self.options());
+            if let Decision::PreconditionFailed(failed) = decision {
+                return Next::Done(Ok(self.precondition_failed(failed, Some(&found))));
+            }
+            tag = found.take_etag();
         }
         if let Some(time) = self.lookup_last_modified {
             if !head.headers.contains_key(header::LAST_MODIFIED) {
@@ -996,7 +989,7 @@ impl<P: Predicate> Exchange<P> {
             }
         }
         if outcome == Outcome::Tagged {
-            if let Some(tag) = found.take_etag() {
+            if let Some(tag) = tag {
                 // Moved, not cloned: the header owns the tag's bytes.
                 head.headers.insert(header::ETAG, tag.into());
             }
@@ -1060,12 +1053,15 @@ fn wants_new_etag<B>(method: &Method, response: &Response<B>) -> bool {
 /// The service's own `ETag`, when it sent exactly one valid one. An invalid or repeated field
 /// is removed (and logged once per layer): the body is hashed instead, on reads and on the
 /// internal GET alike, so both agree on one tag per representation.
-fn own_etag(headers: &mut HeaderMap, config: &Config) -> Option<crate::EntityTag> {
-    let mut values = headers.get_all(header::ETAG).iter();
-    let first = values.next()?;
-    let valid = crate::EntityTag::try_from(first).ok();
-    if let (Some(tag), None) = (&valid, values.next()) {
-        return Some(tag.clone());
+fn own_etag(
+    headers: &mut HeaderMap,
+    fields: &mut HeadFields,
+    config: &Config,
+) -> Option<crate::EntityTag> {
+    match fields.etag_lines {
+        0 => return None,
+        1 if fields.etag.is_some() => return fields.etag.take(),
+        _ => {}
     }
     config.warn_invalid_etag();
     headers.remove(header::ETAG);

@@ -19,8 +19,10 @@
 //! # let _ = layer;
 //! ```
 
-use http::{header, HeaderMap, StatusCode};
+use http::{header, HeaderMap, HeaderValue, StatusCode};
 use http_body::Body;
+
+use crate::etag::EntityTag;
 
 /// Decides whether a response is eligible for hashing.
 ///
@@ -117,11 +119,58 @@ impl Predicate for DefaultPredicate {
 const STREAMING_APPLICATIONS: [&[u8]; 5] =
     [b"grpc", b"x-ndjson", b"ndjson", b"jsonl", b"x-jsonlines"];
 
+/// What the layer reads from a response head before it decides whether to hash the body,
+/// gathered in one pass over the fields: a response carries a few, and comparing their
+/// names costs less than one hashed lookup per field.
+#[derive(Debug, Default)]
+pub(crate) struct HeadFields {
+    /// The first `ETag` line, when it is a valid entity tag.
+    pub(crate) etag: Option<EntityTag>,
+    /// How many `ETag` lines there are.
+    pub(crate) etag_lines: usize,
+    /// The first `Content-Length` line, when it is a valid length.
+    pub(crate) declared: Option<u64>,
+    /// Whether a `Cache-Control` line has the `no-store` directive.
+    pub(crate) no_store: bool,
+    /// Whether the first `Content-Type` line names a stream of messages.
+    pub(crate) stream: bool,
+}
+
+impl HeadFields {
+    pub(crate) fn scan(headers: &HeaderMap) -> Self {
+        let mut fields = HeadFields::default();
+        let (mut length_seen, mut type_seen) = (false, false);
+        // Every line in order, a name's first line first.
+        for (name, value) in headers {
+            if name == header::ETAG {
+                if fields.etag_lines == 0 {
+                    fields.etag = EntityTag::try_from(value).ok();
+                }
+                fields.etag_lines += 1;
+            } else if name == header::CONTENT_LENGTH && !length_seen {
+                length_seen = true;
+                fields.declared = length_of(value);
+            } else if name == header::CACHE_CONTROL {
+                fields.no_store |= no_store_in(value);
+            } else if name == header::CONTENT_TYPE && !type_seen {
+                type_seen = true;
+                fields.stream = is_stream_type(value);
+            }
+        }
+        fields
+    }
+}
+
 /// Whether the response is a stream of messages (by its `Content-Type`).
-pub(crate) fn is_stream(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return false;
-    };
+#[cfg(test)]
+fn is_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(is_stream_type)
+}
+
+/// Whether a `Content-Type` value is a stream of messages.
+fn is_stream_type(value: &HeaderValue) -> bool {
     let v = value.as_bytes().trim_ascii_start();
     // Dispatch on first bytes: most types are ruled out after one short comparison.
     let first = |v: &[u8]| v.first().map(u8::to_ascii_lowercase);
@@ -140,12 +189,19 @@ pub(crate) fn is_stream(headers: &HeaderMap) -> bool {
 }
 
 /// Whether `Cache-Control` has the `no-store` directive.
-pub(crate) fn has_no_store(headers: &HeaderMap) -> bool {
-    headers.get_all(header::CACHE_CONTROL).iter().any(|value| {
-        value.as_bytes().split(|&b| b == b',').any(|directive| {
-            let name = directive.split(|&b| b == b'=').next().unwrap_or_default();
-            name.trim_ascii().eq_ignore_ascii_case(b"no-store")
-        })
+#[cfg(test)]
+fn has_no_store(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .any(no_store_in)
+}
+
+/// Whether one `Cache-Control` line has the `no-store` directive.
+fn no_store_in(value: &HeaderValue) -> bool {
+    value.as_bytes().split(|&b| b == b',').any(|directive| {
+        let name = directive.split(|&b| b == b'=').next().unwrap_or_default();
+        name.trim_ascii().eq_ignore_ascii_case(b"no-store")
     })
 }
 
@@ -167,11 +223,14 @@ pub(crate) fn fits<B: Body>(
 }
 
 /// The response's `Content-Length`, when it has a valid one.
-pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
+#[cfg(test)]
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH).and_then(length_of)
+}
+
+/// A `Content-Length` value, when it is a valid length.
+fn length_of(value: &HeaderValue) -> Option<u64> {
+    value.to_str().ok()?.trim().parse::<u64>().ok()
 }
 
 #[cfg(test)]
