@@ -75,19 +75,36 @@ pub struct Conditions {
 impl Conditions {
     /// Parses the conditional fields of a request.
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        // Most requests carry none of these fields: one pass over the names (compared, not
-        // hashed) says so without six lookups.
-        if !headers.keys().any(is_condition_field) {
-            return Conditions::default();
+        // One pass over the names (compared, not hashed) tells which fields are there: most
+        // requests carry none, a revalidation one; only those are looked up and parsed.
+        let mut sent = [false; 6];
+        for name in headers.keys() {
+            if let Some(i) = CONDITION_FIELDS.iter().position(|field| field == name) {
+                sent[i] = true;
+            }
         }
-        Conditions {
-            if_match: ListField::parse(headers, header::IF_MATCH),
-            if_none_match: ListField::parse(headers, header::IF_NONE_MATCH),
-            if_modified_since: parse_http_date(headers.get_all(header::IF_MODIFIED_SINCE)),
-            if_unmodified_since: parse_http_date(headers.get_all(header::IF_UNMODIFIED_SINCE)),
-            if_range: IfRange::parse(headers.get_all(header::IF_RANGE)),
-            has_range: headers.contains_key(header::RANGE),
+        let [if_match, if_none_match, if_modified_since, if_unmodified_since, if_range, range] =
+            sent;
+        let mut conditions = Conditions::default();
+        if if_match {
+            conditions.if_match = ListField::parse(headers, header::IF_MATCH);
         }
+        if if_none_match {
+            conditions.if_none_match = ListField::parse(headers, header::IF_NONE_MATCH);
+        }
+        if if_modified_since {
+            conditions.if_modified_since =
+                parse_http_date(headers.get_all(header::IF_MODIFIED_SINCE));
+        }
+        if if_unmodified_since {
+            conditions.if_unmodified_since =
+                parse_http_date(headers.get_all(header::IF_UNMODIFIED_SINCE));
+        }
+        if if_range {
+            conditions.if_range = IfRange::parse(headers.get_all(header::IF_RANGE));
+        }
+        conditions.has_range = range;
+        conditions
     }
 
     /// Whether any field that §13.2.2 evaluates is present. Without one, the decision is
@@ -139,18 +156,15 @@ impl Conditions {
     }
 }
 
-/// Whether `name` is one of the fields [`Conditions`] reads.
-fn is_condition_field(name: &header::HeaderName) -> bool {
-    [
-        header::IF_MATCH,
-        header::IF_NONE_MATCH,
-        header::IF_MODIFIED_SINCE,
-        header::IF_UNMODIFIED_SINCE,
-        header::IF_RANGE,
-        header::RANGE,
-    ]
-    .contains(name)
-}
+/// The fields [`Conditions`] reads, in the order `from_headers` takes them.
+const CONDITION_FIELDS: [header::HeaderName; 6] = [
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+    header::RANGE,
+];
 
 /// Knobs of the evaluation that RFC 9110 leaves to the server, or that deployments need.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
