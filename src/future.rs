@@ -199,6 +199,7 @@ where
     L: VersionLookup<ReqBody>,
     ResBody: Body,
 {
+    #[inline(always)]
     pub(crate) fn new(state: State<S, ReqBody, ResBody, L>, exchange: Exchange<P>) -> Self {
         ResponseFuture {
             state,
@@ -272,6 +273,7 @@ where
     ResBody: Body,
 {
     /// Advances the current state until it is done with (or must wait).
+    #[inline(always)]
     fn poll_step<P: Predicate>(
         self: Pin<&mut Self>,
         exchange: &mut Exchange<P>,
@@ -334,6 +336,7 @@ where
     }
 
     /// The second stage: the service's response, held and hashed, finished.
+    #[inline(always)]
     fn poll_respond<P: Predicate>(
         mut self: Pin<&mut Self>,
         exchange: &mut Exchange<P>,
@@ -455,6 +458,7 @@ impl<P> Exchange<P> {
 
     /// The response leaves the layer: it carries its outcome, which is also logged. An answer
     /// the layer made itself to a HEAD has no content (RFC 9110 §9.3.2), only its length.
+    #[inline(always)]
     fn finished<B: Body>(
         &self,
         mut response: Response<ConditionalBody<B>>,
@@ -493,6 +497,7 @@ impl<P> Exchange<P> {
     }
 
     /// For a HEAD forwarded as GET: keep the head, drop the body, keep the GET's length.
+    #[inline(always)]
     fn strip_head<B: Body>(
         &self,
         mut head: http::response::Parts,
@@ -781,6 +786,7 @@ impl<P: Predicate> Exchange<P> {
     }
 
     /// The service answered.
+    #[inline(always)]
     fn on_response<S, ReqBody, ResBody, L>(
         &mut self,
         response: Response<ResBody>,
@@ -810,6 +816,7 @@ impl<P: Predicate> Exchange<P> {
         }
     }
 
+    #[inline(always)]
     fn on_read_response<S, ReqBody, ResBody, L>(
         &mut self,
         mut response: Response<ResBody>,
@@ -888,6 +895,7 @@ impl<P: Predicate> Exchange<P> {
 
     /// The held body ended (`Some(End)`), outgrew the limit, failed, or took too long
     /// (`None`).
+    #[inline(always)]
     fn on_buffered<S, ReqBody, ResBody, L>(
         &mut self,
         head: http::response::Parts,
@@ -957,6 +965,7 @@ impl<P: Predicate> Exchange<P> {
     /// A 2xx read with its tag known (`tag`: computed, or the service's own): 304, 412, or
     /// the response. `outcome` is `Tagged` when `tag` was computed and goes into the
     /// response.
+    #[inline(always)]
     fn finish_read<S, ReqBody, ResBody, L>(
         &self,
         mut head: http::response::Parts,

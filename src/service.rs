@@ -136,6 +136,7 @@ where
 }
 
 impl<S, L, P> Conditional<S, L, P> {
+    #[inline(always)]
     fn exchange(&self, method: Method, mode: Mode, conditions: Conditions) -> Exchange<P>
     where
         P: Clone,
@@ -152,6 +153,7 @@ impl<S, L, P> Conditional<S, L, P> {
         }
     }
 
+    #[inline(always)]
     fn call_now<ReqBody, ResBody>(
         &mut self,
         exchange: Exchange<P>,
@@ -195,6 +197,7 @@ impl<S, L, P> Conditional<S, L, P> {
         later
     }
 
+    #[inline(always)]
     fn read<ReqBody, ResBody>(
         &mut self,
         method: Method,
