@@ -33,31 +33,11 @@ use sha2::{Digest, Sha256};
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_conditional::precondition::{evaluate, Conditions, Options};
 use tower_conditional::Validators;
-use tower_conditional::{
-    lookup_fn, ConditionalLayer, ContentHash, ContentHasher, Digest as TagDigest, EntityTag,
-    HashAlgorithm, LookupRequest,
-};
+use tower_conditional::{lookup_fn, ConditionalLayer, EntityTag, HashAlgorithm, LookupRequest};
 
-/// XXH3-128 as the content hash: what a user who trusts every writer might plug in. Not
-/// collision resistant; here it makes the hash nearly free, so the layer's own cost shows.
-struct Xxh3;
-
-impl ContentHash for Xxh3 {
-    fn hasher(&self) -> Box<dyn ContentHasher> {
-        Box::new(Xxh3State(xxhash_rust::xxh3::Xxh3::new()))
-    }
-}
-
-struct Xxh3State(xxhash_rust::xxh3::Xxh3);
-
-impl ContentHasher for Xxh3State {
-    fn update(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
-    }
-    fn finish(self: Box<Self>) -> TagDigest {
-        TagDigest::new(&self.0.digest128().to_be_bytes())
-    }
-}
+#[path = "support/xxh3.rs"]
+mod xxh3;
+use xxh3::Xxh3;
 
 type TestBody = UnsyncBoxBody<Bytes, Infallible>;
 

@@ -40,32 +40,14 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tower::{service_fn, Layer};
 use tower_conditional::{
-    lookup_fn, ConditionalLayer, ContentHash, ContentHasher, Digest, EntityTag, HashAlgorithm,
-    LookupRequest, Validators,
+    lookup_fn, ConditionalLayer, EntityTag, HashAlgorithm, LookupRequest, Validators,
 };
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
-/// XXH3-128 as the content hash (what salvo's `CachingHeaders` computes). Not collision
-/// resistant: a bench hash, never a default.
-struct Xxh3;
-
-struct Xxh3State(xxhash_rust::xxh3::Xxh3);
-
-impl ContentHash for Xxh3 {
-    fn hasher(&self) -> Box<dyn ContentHasher> {
-        Box::new(Xxh3State(xxhash_rust::xxh3::Xxh3::new()))
-    }
-}
-
-impl ContentHasher for Xxh3State {
-    fn update(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
-    }
-    fn finish(self: Box<Self>) -> Digest {
-        Digest::new(&self.0.digest128().to_be_bytes())
-    }
-}
+#[path = "../benches/support/xxh3.rs"]
+mod xxh3;
+use xxh3::Xxh3;
 
 fn payload(n: usize) -> Bytes {
     Bytes::from((0..n).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
