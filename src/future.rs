@@ -765,7 +765,9 @@ impl<P: Predicate> Exchange<P> {
                 return Next::Done(Ok(self.precondition_failed(failed, Some(&current))));
             }
             Decision::NotModified if self.config.lookup_reads => {
-                let (status, headers) = not_modified_from(&current);
+                // The request is answered here: its header map (cleared) carries the 304's.
+                let reused = std::mem::take(pending.req.headers_mut());
+                let (status, headers) = not_modified_from(&current, reused);
                 let mut response = Response::new(ConditionalBody::empty(SizeHint::with_exact(0)));
                 *response.status_mut() = status;
                 *response.headers_mut() = headers;

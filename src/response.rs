@@ -303,8 +303,14 @@ pub(crate) fn into_not_modified(status: &mut StatusCode, headers: &mut HeaderMap
 /// A 304 built from a lookup's validators alone (the service was not called): the fields the
 /// lookup supplied for it, its `ETag`, or without one its `Last-Modified` — never later than
 /// now (RFC 9110 §8.8.2.1).
-pub(crate) fn not_modified_from(current: &Validators) -> (StatusCode, HeaderMap) {
-    let mut headers = HeaderMap::with_capacity(current.headers().len() + 1);
+///
+/// `headers` is a map to reuse (the request's own, no longer needed): it is cleared, and
+/// keeps its allocation.
+pub(crate) fn not_modified_from(
+    current: &Validators,
+    mut headers: HeaderMap,
+) -> (StatusCode, HeaderMap) {
+    headers.clear();
     for (name, value) in current.headers() {
         let validator = name == header::ETAG || name == header::LAST_MODIFIED;
         if !validator && !not_in_304().any(|n| n == name) {
@@ -329,7 +335,10 @@ mod tests {
     #[test]
     fn a_lookup_304_never_dates_the_future() {
         let later = SystemTime::now() + std::time::Duration::from_secs(3600);
-        let (status, h) = not_modified_from(&Validators::new().with_last_modified(later));
+        let mut reused = HeaderMap::new();
+        reused.insert(header::HOST, http::HeaderValue::from_static("example.com"));
+        let (status, h) = not_modified_from(&Validators::new().with_last_modified(later), reused);
+        assert!(!h.contains_key(header::HOST), "the reused map is cleared");
         assert_eq!(status, 304);
         let sent = crate::header::parse_date_value(&h["last-modified"]).unwrap();
         assert!(sent <= SystemTime::now());

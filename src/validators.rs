@@ -15,7 +15,9 @@ use crate::header::parse_date_value;
 pub struct Validators {
     etag: Option<EntityTag>,
     last_modified: Option<SystemTime>,
-    headers: HeaderMap,
+    /// Boxed, and only when a field was added: most lookups answer with validators alone,
+    /// and validators are moved through every lookup's future and decision.
+    headers: Option<Box<HeaderMap>>,
 }
 
 /// Equal when the validators are; the fields for a 304 do not take part.
@@ -63,14 +65,20 @@ impl Validators {
     /// assert_eq!(current.headers()[VARY], "Accept");
     /// ```
     pub fn with_header(mut self, name: header::HeaderName, value: http::HeaderValue) -> Self {
-        self.headers.append(name, value);
+        self.headers
+            .get_or_insert_with(Default::default)
+            .append(name, value);
         self
     }
 
     /// The fields a 304 built from these validators carries (see
     /// [`with_header`](Self::with_header)).
     pub fn headers(&self) -> &HeaderMap {
-        &self.headers
+        static NONE: std::sync::OnceLock<HeaderMap> = std::sync::OnceLock::new();
+        match &self.headers {
+            Some(headers) => headers,
+            None => NONE.get_or_init(HeaderMap::new),
+        }
     }
 
     /// The current entity tag.
@@ -100,7 +108,7 @@ impl Validators {
             last_modified: headers
                 .get(header::LAST_MODIFIED)
                 .and_then(parse_date_value),
-            headers: HeaderMap::new(),
+            headers: None,
         }
     }
 }
