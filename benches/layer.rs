@@ -15,6 +15,8 @@
 //!   (the layer hashes and compares, the body is dropped); `lookup_fast_path` = the lookup
 //!   answers the 304 and the inner service is never called.
 //! - `headers`: parsing and deciding on a realistic request and on a 100 KiB `If-None-Match`.
+//! - `chunking` (`--features blake3`): the BLAKE3 tag of 4 KiB fed in one piece and in eight
+//!   of 512 B, the hash alone.
 //!
 //! Every service here answers at once, so futures are polled once (`now_or_never`): what is
 //! measured is the layer's own work, with no executor in the way.
@@ -33,7 +35,9 @@ use sha2::{Digest, Sha256};
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_conditional::precondition::{evaluate, Conditions, Options};
 use tower_conditional::Validators;
-use tower_conditional::{lookup_fn, ConditionalLayer, EntityTag, HashAlgorithm, LookupRequest};
+use tower_conditional::{
+    lookup_fn, ConditionalLayer, ETagHasher, EntityTag, HashAlgorithm, LookupRequest,
+};
 
 #[path = "support/xxh3.rs"]
 mod xxh3;
@@ -285,5 +289,31 @@ fn bench_headers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_200, bench_304, bench_headers);
+/// The hash alone, fed the same 4 KiB in one piece or in 8 pieces of 512 B (public
+/// `ETagHasher`): BLAKE3's staging should make the two cost the same.
+#[cfg(feature = "blake3")]
+fn bench_chunking(c: &mut Criterion) {
+    let mut group = c.benchmark_group("chunking");
+    let data = vec![7u8; 4096];
+    group.throughput(Throughput::Bytes(data.len() as u64));
+    for pieces in [1usize, 8] {
+        group.bench_function(BenchmarkId::new("blake3_4KiB", format!("{pieces}x")), |b| {
+            b.iter(|| {
+                let mut hasher = ETagHasher::with_algorithm(&HashAlgorithm::Blake3);
+                for piece in black_box(&data).chunks(data.len() / pieces) {
+                    hasher.update(piece);
+                }
+                black_box(hasher.finish())
+            })
+        });
+    }
+    group.finish();
+}
+
+#[cfg(not(feature = "blake3"))]
+fn bench_chunking(_: &mut Criterion) {
+    eprintln!("chunking: skipped, BLAKE3 needs --features blake3");
+}
+
+criterion_group!(benches, bench_200, bench_304, bench_headers, bench_chunking);
 criterion_main!(benches);

@@ -108,7 +108,7 @@ impl HashBuffer {
                     self.held.len += chunk.len() as u64;
                     let over = self.held.len > self.limit;
                     if !over {
-                        self.hasher.update(&chunk);
+                        self.hasher.update_bytes(&chunk);
                     }
                     if self.keep {
                         self.held.chunks.push(chunk);
@@ -257,6 +257,45 @@ mod tests {
         assert_eq!(buf.into_held().len, 5);
         let rest = body.collect().await.unwrap().to_bytes();
         assert_eq!(&rest[..], b"f");
+    }
+
+    /// BLAKE3 keeps a first `Bytes` piece and stages later small ones: every split of the
+    /// same bytes gives the one-shot tag.
+    #[cfg(feature = "blake3")]
+    #[tokio::test]
+    async fn blake3_tags_do_not_depend_on_the_split() {
+        let data: Vec<u8> = (0..40_960u32).map(|i| (i % 251) as u8).collect();
+        let want = EntityTag::from_content_with(&HashAlgorithm::Blake3, &data);
+        let splits: [&[usize]; 6] = [
+            &[40_960],
+            &[512; 80],
+            &[100, 40_860],
+            &[20_480, 20_480],
+            &[17_000, 10, 23_950],
+            &[1, 16_384, 3, 24_572],
+        ];
+        for split in splits {
+            assert_eq!(split.iter().sum::<usize>(), data.len());
+            let mut rest = &data[..];
+            let frames: Vec<_> = split
+                .iter()
+                .map(|&n| {
+                    let (piece, after) = rest.split_at(n);
+                    rest = after;
+                    Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::copy_from_slice(piece)))
+                })
+                .collect();
+            let mut buf = HashBuffer::new(&HashAlgorithm::Blake3, 1 << 20, false);
+            let mut body = std::pin::pin!(StreamBody::new(futures_util::stream::iter(frames)));
+            let filled = std::future::poll_fn(|cx| buf.poll_fill(body.as_mut(), cx)).await;
+            assert!(matches!(filled, Filled::End));
+            assert_eq!(
+                buf.finish().0,
+                want,
+                "split {:?}",
+                &split[..split.len().min(4)]
+            );
+        }
     }
 
     #[tokio::test]

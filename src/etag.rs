@@ -352,6 +352,12 @@ impl fmt::Debug for HashAlgorithm {
 }
 
 /// A content hash for [`HashAlgorithm::custom`]: makes one [`ContentHasher`] per body.
+///
+/// Each hashed body costs one `hasher()` call, and the state comes back to
+/// [`ContentHasher::finish`] in its box. A hash whose state is large (XXH3's is about half a
+/// KiB) can keep finished states for reuse instead of allocating and initialising one per
+/// response: `benches/support/xxh3.rs` does it with a small per-thread pool. A state dropped
+/// without `finish` (a body that failed or outgrew `max_buffer`) is simply freed.
 pub trait ContentHash: Send + Sync + 'static {
     /// A hasher that has seen no bytes.
     fn hasher(&self) -> Box<dyn ContentHasher>;
@@ -417,13 +423,17 @@ enum HasherState {
 }
 
 /// BLAKE3 fed through a staging buffer: its SIMD paths need several 1 KiB chunks in one
-/// `update`, so bodies that arrive in small pieces are gathered first and hash as fast as
-/// one large piece. The buffer is allocated (not zeroed) on the first small piece; pieces of
-/// 16 KiB or more go straight to the hasher.
+/// `update` (and the tree keeps them aligned only from the start), so bodies that arrive in
+/// small pieces are gathered first and hash as fast as one large piece. A first piece that
+/// comes as `Bytes` is only kept (a body in one piece, the common case, is hashed from it
+/// at the end, no buffer); the buffer is allocated (not zeroed) when a second small piece
+/// follows. Pieces of 16 KiB or more go straight to the hasher when nothing is staged.
 #[cfg(feature = "blake3")]
 struct Blake3Staged {
     hasher: blake3::Hasher,
     stage: Vec<u8>,
+    /// The first piece, kept (not copied) until another arrives.
+    first: Option<bytes::Bytes>,
 }
 
 #[cfg(feature = "blake3")]
@@ -435,10 +445,27 @@ impl Blake3Staged {
         Box::new(Blake3Staged {
             hasher,
             stage: Vec::new(),
+            first: None,
         })
     }
 
+    /// Whether no byte was fed yet.
+    fn is_fresh(&self) -> bool {
+        self.first.is_none() && self.stage.is_empty() && self.hasher.count() == 0
+    }
+
+    fn update_bytes(&mut self, bytes: &bytes::Bytes) {
+        if self.is_fresh() {
+            self.first = Some(bytes.clone());
+        } else {
+            self.update(bytes);
+        }
+    }
+
     fn update(&mut self, mut bytes: &[u8]) {
+        if let Some(first) = self.first.take() {
+            self.update(&first);
+        }
         if self.stage.is_empty() && bytes.len() >= BLAKE3_STAGE {
             self.hasher.update(bytes);
             return;
@@ -462,6 +489,9 @@ impl Blake3Staged {
     }
 
     fn finish(mut self) -> [u8; 32] {
+        if let Some(first) = self.first.take() {
+            self.hasher.update(&first);
+        }
         self.hasher.update(&self.stage);
         *self.hasher.finalize().as_bytes()
     }
@@ -517,6 +547,16 @@ impl ETagHasher {
             #[cfg(feature = "blake3")]
             HasherState::Blake3(h) => h.update(chunk),
             HasherState::Custom(h) => h.update(chunk),
+        }
+    }
+
+    /// [`update`](Self::update) with a chunk the layer holds as `Bytes`: BLAKE3 keeps a first
+    /// chunk instead of copying it into its staging buffer.
+    pub(crate) fn update_bytes(&mut self, chunk: &bytes::Bytes) {
+        match &mut self.state {
+            #[cfg(feature = "blake3")]
+            HasherState::Blake3(h) => h.update_bytes(chunk),
+            _ => self.update(chunk),
         }
     }
 
