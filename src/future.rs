@@ -343,14 +343,25 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Next<S, ReqBody, ResBody, L>> {
         let next = match self.as_mut().project() {
-            StateProj::Called { fut } => match ready!(fut.poll(cx)) {
-                Ok(response) => exchange.on_response(response, None, cx),
-                Err(e) => Next::Done(Err(e)),
-            },
-            StateProj::Deferred { fut, after_write } => match ready!(fut.poll(cx)) {
-                Ok(response) => exchange.on_response(response, after_write.take(), cx),
-                Err(e) => Next::Done(Err(e)),
-            },
+            StateProj::Called { fut } => {
+                let response = ready!(fut.poll(cx));
+                // The service's finished future (and whatever it holds: a concurrency permit,
+                // a timer) goes before the body is read.
+                self.set(State::Done);
+                match response {
+                    Ok(response) => exchange.on_response(response, None, cx),
+                    Err(e) => Next::Done(Err(e)),
+                }
+            }
+            StateProj::Deferred { fut, after_write } => {
+                let response = ready!(fut.poll(cx));
+                let after_write = after_write.take();
+                self.set(State::Done);
+                match response {
+                    Ok(response) => exchange.on_response(response, after_write, cx),
+                    Err(e) => Next::Done(Err(e)),
+                }
+            }
             StateProj::Buffering { body, held } => {
                 let Hashing { buf, deadline, .. } = &mut **held;
                 let filled =

@@ -246,6 +246,50 @@ mod tests {
         b.body(Empty::new()).unwrap()
     }
 
+    /// The one pass reads what the separate lookups read: the first line of ETag (and how
+    /// many there are), Content-Length and Content-Type, and no-store on any Cache-Control
+    /// line.
+    #[test]
+    fn scan_reads_repeated_fields_like_lookups() {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("content-type", "text/plain"),
+            ("content-type", "text/event-stream"),
+            ("content-length", "12"),
+            ("content-length", "99"),
+            ("cache-control", "max-age=60"),
+            ("cache-control", "private, no-store"),
+            ("etag", "\"a\""),
+            ("etag", "\"b\""),
+        ] {
+            h.append(name, HeaderValue::from_static(value));
+        }
+        let fields = HeadFields::scan(&h);
+        assert_eq!(fields.etag, Some(EntityTag::strong("a").unwrap()));
+        assert_eq!(fields.etag_lines, 2);
+        assert_eq!(fields.declared, Some(12));
+        assert_eq!(fields.declared, declared_length(&h));
+        assert!(fields.no_store && has_no_store(&h));
+        assert!(
+            !fields.stream && !is_stream(&h),
+            "the first Content-Type counts"
+        );
+
+        let mut h = HeaderMap::new();
+        h.append("etag", HeaderValue::from_static("not a tag"));
+        h.append("content-length", HeaderValue::from_static("x"));
+        h.append(
+            "content-type",
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        let fields = HeadFields::scan(&h);
+        assert_eq!((fields.etag, fields.etag_lines), (None, 1));
+        assert_eq!(fields.declared, None);
+        assert!(fields.stream && !fields.no_store);
+        let none = HeadFields::scan(&HeaderMap::new());
+        assert_eq!((none.etag_lines, none.declared), (0, None));
+    }
+
     #[test]
     fn default_predicate_table() {
         let p = DefaultPredicate::new();

@@ -1350,3 +1350,59 @@ async fn an_internal_get_refused_passes_its_answer_on_404_is_absent_5xx_is_503()
     assert_eq!(calls.of("DELETE /missing"), 0);
     assert_eq!(calls.of("PUT /missing"), 1, "only the create");
 }
+
+/// The inner service's finished future is dropped before the layer reads the body, so what
+/// it holds (a `ConcurrencyLimit` permit, a timer) is released while the body is buffered.
+#[tokio::test]
+async fn the_service_future_is_gone_before_the_body_is_read() {
+    type Chunk = Result<Frame<Bytes>, Infallible>;
+    /// A finished response, kept until the future is dropped with the token it holds.
+    struct Holding(
+        Option<Response<UnsyncBoxBody<Bytes, Infallible>>>,
+        #[allow(dead_code)] // held, never read: its drop is what the test sees
+        Arc<()>,
+    );
+    impl std::future::Future for Holding {
+        type Output = Result<Response<UnsyncBoxBody<Bytes, Infallible>>, Infallible>;
+        fn poll(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Self::Output> {
+            std::task::Poll::Ready(Ok(self.0.take().expect("polled once")))
+        }
+    }
+    let token = Arc::new(());
+    // Holders of the token when the body is first polled: this test and the body (2), or
+    // also the service's future (3).
+    let seen = Arc::new(AtomicUsize::new(0));
+    let svc = service_fn({
+        let (token, seen) = (token.clone(), seen.clone());
+        move |_req: Request<String>| {
+            let (mine, seen) = (token.clone(), seen.clone());
+            let mut first = true;
+            let frames = futures_util::stream::poll_fn(move |_| {
+                if std::mem::take(&mut first) {
+                    seen.store(Arc::strong_count(&mine), Ordering::SeqCst);
+                    return std::task::Poll::Ready(Some(Ok::<_, Infallible>(Frame::data(
+                        Bytes::from_static(b"hello"),
+                    ))));
+                }
+                std::task::Poll::Ready(None::<Chunk>)
+            });
+            let response = Response::new(StreamBody::new(frames).boxed_unsync());
+            Holding(Some(response), token.clone())
+        }
+    });
+    let response = ConditionalLayer::new()
+        .layer(svc)
+        .oneshot(Request::new(String::new()))
+        .await
+        .unwrap();
+    assert!(response.headers().contains_key(header::ETAG));
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        2,
+        "the service's future was still alive"
+    );
+    drop(token);
+}
