@@ -72,6 +72,7 @@ use http::{header, HeaderMap, Request};
 use tower::util::{Oneshot, ServiceExt};
 use tower::Service;
 
+use crate::precondition::CONDITION_FIELDS;
 use crate::response::CONTENT_FIELDS;
 use crate::validators::Validators;
 
@@ -323,18 +324,6 @@ pub(crate) fn head_of<B>(req: &Request<B>) -> LookupRequest {
     head
 }
 
-/// The request's own conditions and range: not forwarded on the internal GET (nor are the
-/// fields that describe the request's content).
-const NOT_FORWARDED: [header::HeaderName; 7] = [
-    header::IF_MATCH,
-    header::IF_NONE_MATCH,
-    header::IF_MODIFIED_SINCE,
-    header::IF_UNMODIFIED_SINCE,
-    header::IF_RANGE,
-    header::RANGE,
-    header::EXPECT,
-];
-
 /// The internal GET for `req`: same URI, version, extensions and headers, minus
 /// conditionals, `Range` and the fields that describe the request body.
 pub(crate) fn internal_get<B: Default, T>(req: &Request<T>) -> Request<B> {
@@ -344,7 +333,10 @@ pub(crate) fn internal_get<B: Default, T>(req: &Request<T>) -> Request<B> {
     *get.version_mut() = req.version();
     let mut headers = HeaderMap::with_capacity(req.headers().len());
     for (name, value) in req.headers() {
-        if !NOT_FORWARDED.contains(name) && !CONTENT_FIELDS.contains(name) {
+        // Not forwarded: the request's own conditions and range, `Expect`, and the fields
+        // that describe the request's content.
+        let own = CONDITION_FIELDS.contains(name) || name == header::EXPECT;
+        if !own && !CONTENT_FIELDS.contains(name) {
             headers.append(name, value.clone());
         }
     }

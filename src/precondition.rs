@@ -156,8 +156,9 @@ impl Conditions {
     }
 }
 
-/// The fields [`Conditions`] reads, in the order `from_headers` takes them.
-const CONDITION_FIELDS: [header::HeaderName; 6] = [
+/// The fields [`Conditions`] reads, in the order `from_headers` takes them (also the fields
+/// an internal GET does not forward).
+pub(crate) const CONDITION_FIELDS: [header::HeaderName; 6] = [
     header::IF_MATCH,
     header::IF_NONE_MATCH,
     header::IF_MODIFIED_SINCE,
