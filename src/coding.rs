@@ -131,10 +131,7 @@ where
         let mut conditions = Conditions::from_headers(headers);
         let coded_if_range =
             matches!(&conditions.if_range, Some(IfRange::Tag(tag)) if identity_tag(tag).is_some());
-        if coded_if_range
-            || conditions.if_match.is_present()
-            || conditions.if_unmodified_since.is_some()
-        {
+        if coded_if_range || conditions.checks_whole() {
             // A coding's tag never names a part (compression leaves 206s alone), and If-Match
             // or If-Unmodified-Since can only be checked on the whole response: no Range.
             headers.remove(header::RANGE);

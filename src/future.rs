@@ -494,9 +494,7 @@ impl<P> Exchange<P> {
     /// it: without validators from a lookup, ask for the whole representation (a server may
     /// always ignore `Range`, RFC 9110 §14.2).
     pub(crate) fn whole_if_validated<B>(&self, req: &mut Request<B>) {
-        let validated =
-            self.conditions.if_match.is_present() || self.conditions.if_unmodified_since.is_some();
-        if self.conditions.has_range && validated {
+        if self.conditions.has_range && self.conditions.checks_whole() {
             req.headers_mut().remove(header::RANGE);
             req.headers_mut().remove(header::IF_RANGE);
         }

@@ -126,6 +126,12 @@ impl Conditions {
             || self.if_unmodified_since.is_some()
     }
 
+    /// Whether `If-Match` or `If-Unmodified-Since` was sent: conditions that can only be
+    /// checked against the whole representation, never a part of it.
+    pub(crate) fn checks_whole(&self) -> bool {
+        self.if_match.is_present() || self.if_unmodified_since.is_some()
+    }
+
     /// Forgets `Range` and `If-Range`: from here on they are someone else's to honour.
     pub(crate) fn drop_range(&mut self) {
         self.has_range = false;

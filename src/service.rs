@@ -221,8 +221,7 @@ impl<S, L, P> Conditional<S, L, P> {
             conditions.drop_range();
         }
         let ranged = conditions.has_range && method == Method::GET;
-        let validated =
-            conditions.if_match.is_present() || conditions.if_unmodified_since.is_some();
+        let validated = conditions.checks_whole();
         let mut exchange = self.exchange(method, Mode::Read { head, as_get }, conditions);
         let ask_lookup = self.lookup.is_lookup()
             && (self.config.last_modified_from_lookup
