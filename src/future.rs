@@ -593,9 +593,9 @@ impl<P: Predicate> Exchange<P> {
         }
         let mut fields = HeadFields::scan(response.headers());
         let own_tag = own_etag(response.headers_mut(), &mut fields, &self.config);
-        let mut found = Validators::from_headers(response.headers());
-        if let Some(tag) = own_tag {
-            found.set_etag(tag);
+        // The tag the scan already parsed, and Last-Modified.
+        let found = self.validators_of(response.headers(), own_tag);
+        if found.etag().is_some() {
             return self.decide(Ok(Current::Exists(found)), pending);
         }
         if self.why_untagged(&response, &fields, false, true).is_none() {
