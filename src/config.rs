@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Uri};
+use http::{HeaderMap, HeaderValue, Method, Uri};
 
-use crate::etag::{EntityTag, HashAlgorithm};
+use crate::etag::{Digest, EntityTag, HashAlgorithm, TagText};
 use crate::precondition::Options;
 use crate::response::Rejection;
 
@@ -69,13 +69,11 @@ impl Config {
         }
     }
 
-    /// A tag the layer computed, as it is sent: weak under `weak_etags`.
-    pub(crate) fn computed(&self, tag: EntityTag) -> EntityTag {
-        if self.weak_etags {
-            EntityTag::build(true, tag.opaque()).unwrap_or(tag)
-        } else {
-            tag
-        }
+    /// The tag the layer computed from `digest`, as it is sent (weak under `weak_etags`).
+    /// When `sent` is exactly that tag (a revalidation's `If-None-Match`), its bytes are
+    /// reused instead of allocating a header value.
+    pub(crate) fn computed(&self, digest: &Digest, sent: Option<&HeaderValue>) -> EntityTag {
+        TagText::new(digest, self.weak_etags).into_tag_like(sent)
     }
 
     /// A timer for `max_buffer_time`, or `None` where Tokio has none to give: outside a

@@ -562,22 +562,70 @@ impl ETagHasher {
 
     /// The strong tag of every byte fed so far.
     pub fn finish(self) -> EntityTag {
-        let digest = match self.state {
+        TagText::new(&self.finish_digest(), false).into_tag()
+    }
+
+    /// The digest of every byte fed so far, before it is printed as a tag.
+    pub(crate) fn finish_digest(self) -> Digest {
+        match self.state {
             HasherState::Sha256(h) => Digest::new(&h.finalize()),
             #[cfg(feature = "blake3")]
             HasherState::Blake3(h) => Digest::new(&h.finish()),
             HasherState::Custom(h) => h.finish(),
-        };
-        // At most 64 bytes -> 86 base64 characters, plus two quotes.
-        let mut raw = [0u8; 88];
-        raw[0] = b'"';
-        let written = URL_SAFE_NO_PAD
-            .encode_slice(digest.as_bytes(), &mut raw[1..87])
+        }
+    }
+}
+
+/// A computed tag printed on the stack (`W/`, quotes, base64url of the digest): compared
+/// with a tag the client sent before a header value is allocated for it.
+pub(crate) struct TagText {
+    weak: bool,
+    // At most 64 bytes -> 86 base64 characters, plus `W/` and two quotes.
+    bytes: [u8; 90],
+    len: usize,
+}
+
+impl TagText {
+    pub(crate) fn new(digest: &Digest, weak: bool) -> Self {
+        let mut bytes = [0u8; 90];
+        let mut at = 0;
+        if weak {
+            bytes[..2].copy_from_slice(b"W/");
+            at = 2;
+        }
+        bytes[at] = b'"';
+        at += 1;
+        at += URL_SAFE_NO_PAD
+            .encode_slice(digest.as_bytes(), &mut bytes[at..at + 86])
             .expect("86 bytes hold unpadded base64 of 64 bytes");
-        raw[written + 1] = b'"';
+        bytes[at] = b'"';
+        TagText {
+            weak,
+            bytes,
+            len: at + 1,
+        }
+    }
+
+    /// The tag, with `known`'s bytes (no allocation) when `known` is exactly this tag — the
+    /// `If-None-Match` a revalidating client sent, say.
+    pub(crate) fn into_tag_like(self, known: Option<&HeaderValue>) -> EntityTag {
+        match known {
+            Some(value) if value.as_bytes() == &self.bytes[..self.len] => {
+                let mut raw = value.clone();
+                raw.set_sensitive(false);
+                EntityTag {
+                    weak: self.weak,
+                    raw,
+                }
+            }
+            _ => self.into_tag(),
+        }
+    }
+
+    pub(crate) fn into_tag(self) -> EntityTag {
         EntityTag {
-            weak: false,
-            raw: HeaderValue::from_bytes(&raw[..written + 2])
+            weak: self.weak,
+            raw: HeaderValue::from_bytes(&self.bytes[..self.len])
                 .expect("base64url characters are valid header bytes"),
         }
     }
@@ -586,6 +634,36 @@ impl ETagHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A computed tag takes the bytes of the tag a client sent only when they are exactly
+    /// its own: the weak form of a strong tag (or the reverse) is printed afresh.
+    #[test]
+    fn a_computed_tag_reuses_only_identical_bytes() {
+        let mut hasher = ETagHasher::new();
+        hasher.update(b"abc");
+        let digest = hasher.finish_digest();
+        let strong = EntityTag::from_content(b"abc");
+        let same = strong.to_header_value();
+        let reused = TagText::new(&digest, false).into_tag_like(Some(&same));
+        assert_eq!(reused, strong);
+        assert_eq!(reused.as_bytes().as_ptr(), same.as_bytes().as_ptr());
+
+        let weak_form = HeaderValue::try_from(format!("W/{strong}")).unwrap();
+        let fresh = TagText::new(&digest, false).into_tag_like(Some(&weak_form));
+        assert_eq!(fresh, strong);
+        assert!(!fresh.is_weak());
+        assert_ne!(fresh.as_bytes().as_ptr(), weak_form.as_bytes().as_ptr());
+
+        let weak = TagText::new(&digest, true).into_tag_like(Some(&same));
+        assert!(weak.is_weak());
+        assert_eq!(weak.to_string(), format!("W/{strong}"));
+        let weak_reused = TagText::new(&digest, true).into_tag_like(Some(&weak_form));
+        assert_eq!(weak_reused, weak);
+        assert_eq!(
+            weak_reused.as_bytes().as_ptr(),
+            weak_form.as_bytes().as_ptr()
+        );
+    }
 
     /// Every algorithm: any chunking of the same bytes gives the same tag.
     #[test]

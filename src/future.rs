@@ -33,7 +33,7 @@ use crate::expectation::Expectation;
 use crate::header::parse_date_value;
 use crate::lookup::{Current, Source, VersionLookup};
 use crate::outcome::{NoTag, Outcome, Untagged};
-use crate::precondition::{evaluate, Conditions, Decision};
+use crate::precondition::{evaluate, Carried, Decision};
 use crate::predicate::{fits, HeadFields, Predicate};
 use crate::response::{into_not_modified, not_modified_from, Rejection, RejectionKind};
 use crate::validators::Validators;
@@ -154,7 +154,7 @@ pub(crate) struct Exchange<P> {
     pub(crate) mode: Mode,
     /// The conditions the layer evaluates. `If-Range` and `Range` are cleared once the
     /// request goes to the service: from then on they are the service's to honour.
-    pub(crate) conditions: Conditions,
+    pub(crate) conditions: Carried,
     /// The request's gRPC content type, for a gRPC write (boxed: rare, and the exchange
     /// lives in every response future).
     pub(crate) grpc: Option<Box<HeaderValue>>,
@@ -628,7 +628,7 @@ impl<P: Predicate> Exchange<P> {
     {
         let found = match filled {
             Some(Filled::End) => {
-                found.set_etag(self.config.computed(buf.finish().0));
+                found.set_etag(self.config.computed(&buf.finish().0, None));
                 Ok(Current::Exists(found))
             }
             // Too large to carry an ETag on reads: the same here.
@@ -933,8 +933,11 @@ impl<P: Predicate> Exchange<P> {
                 )
             }
             Some(Filled::End) => {
-                let (tag, held) = buf.finish();
-                let tag = self.config.computed(tag);
+                let (digest, held) = buf.finish();
+                // A revalidation that matches gets its own `If-None-Match` bytes back.
+                let tag = self
+                    .config
+                    .computed(&digest, self.conditions.if_none_match_line());
                 let body = ConditionalBody::replay(held, None);
                 self.finish_read(head, body, Some(tag), Outcome::Tagged)
             }

@@ -17,7 +17,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::{header, HeaderMap, Method};
+use http::{header, HeaderMap, HeaderValue, Method};
 
 use crate::etag::EntityTag;
 #[doc(inline)]
@@ -54,6 +54,86 @@ impl ListField {
     }
 }
 
+/// Which of `CONDITION_FIELDS` a request has. One pass over the names (compared, not
+/// hashed): most requests carry none, a revalidation one; only those are looked up and parsed.
+fn sent_fields(headers: &HeaderMap) -> [bool; 6] {
+    let mut sent = [false; 6];
+    for name in headers.keys() {
+        if let Some(i) = CONDITION_FIELDS.iter().position(|field| field == name) {
+            sent[i] = true;
+        }
+    }
+    sent
+}
+
+/// A request without conditional fields or `Range`.
+static NONE: Conditions = Conditions {
+    if_match: ListField::Absent,
+    if_none_match: ListField::Absent,
+    if_modified_since: None,
+    if_unmodified_since: None,
+    if_range: None,
+    has_range: false,
+};
+
+/// A request's conditions as the layer carries them through its response future: boxed when
+/// the request sent a conditional field or `Range`, nothing at all when it sent none (most
+/// requests) — the future is moved by every service and executor around the layer, and the
+/// parsed fields are the largest part of it.
+#[derive(Debug, Default)]
+pub(crate) struct Carried(Option<Box<Sent>>);
+
+#[derive(Debug)]
+struct Sent {
+    conditions: Conditions,
+    /// The `If-None-Match` field, when it came as one line: a computed tag equal to it is
+    /// sent back with these bytes (a 304 allocates no header value for its `ETag`).
+    if_none_match: Option<HeaderValue>,
+}
+
+impl Carried {
+    /// Parses the request's conditional fields, if it has any.
+    #[inline(always)]
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
+        let sent = sent_fields(headers);
+        if sent == [false; 6] {
+            return Carried(None);
+        }
+        let conditions = Conditions::parse_sent(headers, sent);
+        let mut if_none_match = None;
+        if conditions.if_none_match.is_present() {
+            let mut lines = headers.get_all(header::IF_NONE_MATCH).iter();
+            if let (Some(line), None) = (lines.next(), lines.next()) {
+                if_none_match = Some(line.clone());
+            }
+        }
+        Carried(Some(Box::new(Sent {
+            conditions,
+            if_none_match,
+        })))
+    }
+
+    /// The request's `If-None-Match`, when it is one field line.
+    pub(crate) fn if_none_match_line(&self) -> Option<&HeaderValue> {
+        self.0.as_ref()?.if_none_match.as_ref()
+    }
+
+    /// Forgets `Range` and `If-Range`; see [`Conditions::drop_range`].
+    pub(crate) fn drop_range(&mut self) {
+        if let Some(sent) = &mut self.0 {
+            sent.conditions.drop_range();
+        }
+    }
+}
+
+impl std::ops::Deref for Carried {
+    type Target = Conditions;
+
+    fn deref(&self) -> &Conditions {
+        self.0.as_ref().map_or(&NONE, |sent| &sent.conditions)
+    }
+}
+
 /// The conditional fields of one request, parsed once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -75,14 +155,11 @@ pub struct Conditions {
 impl Conditions {
     /// Parses the conditional fields of a request.
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        // One pass over the names (compared, not hashed) tells which fields are there: most
-        // requests carry none, a revalidation one; only those are looked up and parsed.
-        let mut sent = [false; 6];
-        for name in headers.keys() {
-            if let Some(i) = CONDITION_FIELDS.iter().position(|field| field == name) {
-                sent[i] = true;
-            }
-        }
+        Self::parse_sent(headers, sent_fields(headers))
+    }
+
+    /// Looks up and parses only the fields `sent` (in `CONDITION_FIELDS` order) names.
+    fn parse_sent(headers: &HeaderMap, sent: [bool; 6]) -> Self {
         let [if_match, if_none_match, if_modified_since, if_unmodified_since, if_range, range] =
             sent;
         let mut conditions = Conditions::default();

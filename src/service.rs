@@ -15,7 +15,7 @@ use crate::expectation::Expectation;
 use crate::future::{Exchange, Mode, Pending, ResponseFuture, State};
 use crate::lookup::{Source, Unconfigured, VersionLookup};
 use crate::outcome::Outcome;
-use crate::precondition::{method_kind, Conditions, MethodKind};
+use crate::precondition::{method_kind, Carried, MethodKind};
 use crate::predicate::{content_type_starts_with, DefaultPredicate, Predicate};
 use crate::response::{Rejection, RejectionKind};
 
@@ -126,7 +126,7 @@ where
         let method = req.method().clone();
         match method_kind(&method) {
             MethodKind::Exempt => {
-                let exchange = self.exchange(method, Mode::Exempt, Conditions::default());
+                let exchange = self.exchange(method, Mode::Exempt, Carried::default());
                 self.call_now(exchange, req)
             }
             MethodKind::Read => self.read(method, req),
@@ -137,7 +137,7 @@ where
 
 impl<S, L, P> Conditional<S, L, P> {
     #[inline(always)]
-    fn exchange(&self, method: Method, mode: Mode, conditions: Conditions) -> Exchange<P>
+    fn exchange(&self, method: Method, mode: Mode, conditions: Carried) -> Exchange<P>
     where
         P: Clone,
     {
@@ -209,7 +209,7 @@ impl<S, L, P> Conditional<S, L, P> {
         P: Predicate,
         ResBody: Body,
     {
-        let mut conditions = Conditions::from_headers(req.headers());
+        let mut conditions = Carried::from_headers(req.headers());
         let head = method == Method::HEAD;
         let as_get = head && self.config.head_as_get;
         if as_get {
@@ -249,7 +249,7 @@ impl<S, L, P> Conditional<S, L, P> {
         P: Predicate,
         ResBody: Body,
     {
-        let conditions = Conditions::from_headers(req.headers());
+        let conditions = Carried::from_headers(req.headers());
         let guarded = conditions.guards_write();
         let mut exchange = self.exchange(method, Mode::Write, conditions);
         exchange.grpc = grpc_content_type(req.headers()).map(Box::new);

@@ -74,6 +74,17 @@ async fn weak_etags_revalidate_but_never_satisfy_a_strong_if_match() {
         StatusCode::NOT_MODIFIED,
         "reads compare weakly"
     );
+    assert_eq!(tag(again.headers()), sent);
+    // The strong form of the same tag matches too, and the 304 names the tag as it is
+    // sent (weak), not as the client wrote it.
+    let strong = EntityTag::from_content(stored.as_bytes()).to_string();
+    let strong_form = svc
+        .clone()
+        .oneshot(with(get("/"), "if-none-match", &strong))
+        .await
+        .unwrap();
+    assert_eq!(strong_form.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(tag(strong_form.headers()), sent);
 
     // If-Match compares strongly (RFC 9110 §13.1.1): a weak tag never matches ...
     let put = || Request::put("/").body("x".to_owned()).unwrap();
