@@ -676,7 +676,7 @@ impl<P: Predicate> Exchange<P> {
         };
         match self.mode {
             Mode::Write => self.decide_write(current, pending),
-            _ => self.decide_read(current, *pending),
+            _ => self.decide_read(current, pending),
         }
     }
 
@@ -744,10 +744,13 @@ impl<P: Predicate> Exchange<P> {
         Next::State(proceed(*pending, after_write))
     }
 
+    // Boxed on purpose: moving the pending request out of its box copies it, and a 304
+    // answered here only needs the request's header map.
+    #[allow(clippy::boxed_local)]
     fn decide_read<S, ReqBody, ResBody, L>(
         &mut self,
         current: Option<Validators>,
-        mut pending: Pending<S, ReqBody, L>,
+        mut pending: Box<Pending<S, ReqBody, L>>,
     ) -> Next<S, ReqBody, ResBody, L>
     where
         S: Service<Request<ReqBody>> + Clone,
@@ -757,7 +760,7 @@ impl<P: Predicate> Exchange<P> {
         // Without a current representation the service answers (typically 404).
         let Some(current) = current else {
             self.hand_over_range();
-            return Next::State(proceed(pending, None));
+            return Next::State(proceed(*pending, None));
         };
         if self.config.last_modified_from_lookup {
             let now = std::time::SystemTime::now();
@@ -793,7 +796,7 @@ impl<P: Predicate> Exchange<P> {
         }
         self.prechecked = true;
         self.hand_over_range();
-        Next::State(proceed(pending, None))
+        Next::State(proceed(*pending, None))
     }
 
     /// The service answered.

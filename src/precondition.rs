@@ -40,8 +40,8 @@ pub enum ListField {
 }
 
 impl ListField {
-    fn parse(headers: &HeaderMap, name: header::HeaderName) -> Self {
-        match TagList::parse(headers.get_all(name)) {
+    fn parse(lines: http::header::GetAll<'_, HeaderValue>) -> Self {
+        match TagList::parse(lines) {
             Ok(None) => ListField::Absent,
             Ok(Some(list)) => ListField::List(list),
             Err(_) => ListField::Malformed,
@@ -99,14 +99,7 @@ impl Carried {
         if sent == [false; 6] {
             return Carried(None);
         }
-        let conditions = Conditions::parse_sent(headers, sent);
-        let mut if_none_match = None;
-        if conditions.if_none_match.is_present() {
-            let mut lines = headers.get_all(header::IF_NONE_MATCH).iter();
-            if let (Some(line), None) = (lines.next(), lines.next()) {
-                if_none_match = Some(line.clone());
-            }
-        }
+        let (conditions, if_none_match) = Conditions::parse_sent(headers, sent, true);
         Carried(Some(Box::new(Sent {
             conditions,
             if_none_match,
@@ -155,19 +148,32 @@ pub struct Conditions {
 impl Conditions {
     /// Parses the conditional fields of a request.
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        Self::parse_sent(headers, sent_fields(headers))
+        Self::parse_sent(headers, sent_fields(headers), false).0
     }
 
-    /// Looks up and parses only the fields `sent` (in `CONDITION_FIELDS` order) names.
-    fn parse_sent(headers: &HeaderMap, sent: [bool; 6]) -> Self {
+    /// Looks up and parses only the fields `sent` (in `CONDITION_FIELDS` order) names; with
+    /// the `If-None-Match` field line when there is exactly one and `keep_line` asks for it.
+    fn parse_sent(
+        headers: &HeaderMap,
+        sent: [bool; 6],
+        keep_line: bool,
+    ) -> (Self, Option<HeaderValue>) {
         let [if_match, if_none_match, if_modified_since, if_unmodified_since, if_range, range] =
             sent;
         let mut conditions = Conditions::default();
+        let mut line = None;
         if if_match {
-            conditions.if_match = ListField::parse(headers, header::IF_MATCH);
+            conditions.if_match = ListField::parse(headers.get_all(header::IF_MATCH));
         }
         if if_none_match {
-            conditions.if_none_match = ListField::parse(headers, header::IF_NONE_MATCH);
+            let lines = headers.get_all(header::IF_NONE_MATCH);
+            if keep_line {
+                let mut each = lines.iter();
+                if let (Some(one), None) = (each.next(), each.next()) {
+                    line = Some(one.clone());
+                }
+            }
+            conditions.if_none_match = ListField::parse(lines);
         }
         if if_modified_since {
             conditions.if_modified_since =
@@ -181,7 +187,7 @@ impl Conditions {
             conditions.if_range = IfRange::parse(headers.get_all(header::IF_RANGE));
         }
         conditions.has_range = range;
-        conditions
+        (conditions, line)
     }
 
     /// Whether any field that §13.2.2 evaluates is present. Without one, the decision is
