@@ -64,10 +64,10 @@ pin_project! {
         L: VersionLookup<ReqBody>,
         ResBody: Body,
     {
-        // Waiting for the version lookup.
+        // Waiting for the version lookup (`pending.source`).
         Lookup {
             #[pin]
-            fut: L::Future,
+            call: LookupCall<L::Future>,
             pending: Box<Pending<S, ReqBody, L>>,
         },
         // Waiting for the head of the internal GET.
@@ -99,7 +99,7 @@ pin_project! {
         Deferred {
             #[pin]
             fut: Oneshot<S, Request<ReqBody>>,
-            after_write: Option<Pin<Box<L::Future>>>,
+            after_write: Option<Pin<Box<LookupOnce<L, ReqBody>>>>,
         },
         // Holding and hashing a response body that was not whole at once. Boxed: only
         // bodies that make the layer wait pay for it, and every response future (moved by
@@ -110,7 +110,7 @@ pin_project! {
         },
         // A serialized write succeeded without an ETag: the lookup tells the new one.
         AfterWrite {
-            fut: Pin<Box<L::Future>>,
+            fut: Pin<Box<LookupOnce<L, ReqBody>>>,
             response: Response<ResBody>,
         },
         // The layer answers by itself.
@@ -119,6 +119,88 @@ pin_project! {
             outcome: Outcome,
         },
         Done,
+    }
+}
+
+pin_project! {
+    /// One question to a version lookup: readied first, then called with the request's head,
+    /// which is built only then — where the future already has its place, instead of being
+    /// moved with it from `call` through every layer that returns it.
+    #[project = LookupCallProj]
+    pub(crate) enum LookupCall<F> {
+        NotReady,
+        Called {
+            #[pin]
+            fut: F,
+        },
+    }
+}
+
+impl<F: Future> LookupCall<F> {
+    /// Readies `source`, asks it about the head `head` builds, and waits for the answer.
+    fn poll_ask<L, B>(
+        mut self: Pin<&mut Self>,
+        source: &mut L,
+        head: impl FnOnce() -> crate::LookupRequest,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Current, String>>
+    where
+        L: VersionLookup<B, Future = F>,
+        F: Future<Output = Result<Current, L::Error>>,
+    {
+        if let LookupCallProj::NotReady = self.as_mut().project() {
+            if let Err(e) = ready!(source.poll_lookup_ready(cx)) {
+                return Poll::Ready(Err(e.to_string()));
+            }
+            let fut = source.call_lookup(head());
+            self.set(LookupCall::Called { fut });
+        }
+        match self.project() {
+            LookupCallProj::Called { fut } => fut.poll(cx).map_err(|e| e.to_string()),
+            LookupCallProj::NotReady => unreachable!("the lookup was just called"),
+        }
+    }
+}
+
+pin_project! {
+    /// The lookup after a serialized write: its own clone of the source and the write's head.
+    pub(crate) struct LookupOnce<L, B>
+    where
+        L: VersionLookup<B>,
+    {
+        source: L,
+        head: Option<crate::LookupRequest>,
+        #[pin]
+        call: LookupCall<L::Future>,
+        _body: std::marker::PhantomData<fn(B)>,
+    }
+}
+
+impl<L: VersionLookup<B>, B> LookupOnce<L, B> {
+    fn new(source: L, head: crate::LookupRequest) -> Self {
+        LookupOnce {
+            source,
+            head: Some(head),
+            call: LookupCall::NotReady,
+            _body: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<L: VersionLookup<B>, B> Future for LookupOnce<L, B> {
+    type Output = Result<Current, String>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let head = this.head;
+        this.call.poll_ask(
+            this.source,
+            || {
+                head.take()
+                    .expect("the head is taken once, when the lookup is called")
+            },
+            cx,
+        )
     }
 }
 
@@ -300,8 +382,12 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Next<S, ReqBody, ResBody, L>> {
         let next = match self.as_mut().project() {
-            StateProj::Lookup { fut, .. } => {
-                let found = ready!(fut.poll(cx)).map_err(|e| e.to_string());
+            StateProj::Lookup { call, pending } => {
+                let found = ready!(call.poll_ask(
+                    &mut pending.source,
+                    || crate::lookup::head_of(&pending.req),
+                    cx
+                ));
                 let StateOwned::Lookup { pending, .. } = self.take() else {
                     unreachable!("the state is Lookup")
                 };
@@ -550,7 +636,10 @@ impl<P: Predicate> Exchange<P> {
         ResBody: Body,
     {
         match pending.source.source(&pending.req) {
-            Source::Lookup(fut) => State::Lookup { fut, pending },
+            Source::Lookup => State::Lookup {
+                call: LookupCall::NotReady,
+                pending,
+            },
             Source::InternalGet(get) => State::GetHead {
                 fut: Oneshot::new(pending.svc.clone(), get),
                 pending,
@@ -736,7 +825,10 @@ impl<P: Predicate> Exchange<P> {
             (Some(_), true) => match pending.source.source(&pending.req) {
                 // Boxed: it waits in `Deferred` beside the service's future, and only
                 // serialized writes have one.
-                Source::Lookup(fut) => Some(Box::pin(fut)),
+                Source::Lookup => Some(Box::pin(LookupOnce::new(
+                    pending.source.clone(),
+                    crate::lookup::head_of(&pending.req),
+                ))),
                 _ => None,
             },
             _ => None,
@@ -804,7 +896,7 @@ impl<P: Predicate> Exchange<P> {
     fn on_response<S, ReqBody, ResBody, L>(
         &mut self,
         response: Response<ResBody>,
-        after_write: Option<Pin<Box<L::Future>>>,
+        after_write: Option<Pin<Box<LookupOnce<L, ReqBody>>>>,
         cx: &mut Context<'_>,
     ) -> Next<S, ReqBody, ResBody, L>
     where
@@ -1045,7 +1137,7 @@ struct HeldLock {
 /// Calls the service once it is ready again.
 fn proceed<S, ReqBody, ResBody, L>(
     pending: Pending<S, ReqBody, L>,
-    after_write: Option<Pin<Box<L::Future>>>,
+    after_write: Option<Pin<Box<LookupOnce<L, ReqBody>>>>,
 ) -> State<S, ReqBody, ResBody, L>
 where
     S: Service<Request<ReqBody>>,

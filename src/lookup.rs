@@ -65,11 +65,11 @@
 use std::convert::Infallible;
 use std::fmt::{self, Display};
 use std::future::Future;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::future::{MapOk, Ready, TryFutureExt};
 use http::{header, HeaderMap, Request};
-use tower::util::{Oneshot, ServiceExt};
 use tower::Service;
 
 use crate::precondition::CONDITION_FIELDS;
@@ -189,13 +189,14 @@ where
 /// Where the validators for one request come from. Built and matched at once in `call`.
 #[doc(hidden)]
 #[allow(missing_debug_implementations, clippy::large_enum_variant)]
-pub enum Source<F, B> {
+pub enum Source<B> {
     /// Nothing is configured.
     Unconfigured,
     /// The handler evaluates.
     Handler,
-    /// Await this lookup.
-    Lookup(F),
+    /// Ask the version lookup ([`VersionLookup::poll_lookup_ready`], then
+    /// [`VersionLookup::call_lookup`] with the request's head, built only then).
+    Lookup,
     /// Send this GET to the wrapped service.
     InternalGet(Request<B>),
     /// The internal GET was asked for where it would reach another method's handler.
@@ -221,11 +222,24 @@ pub trait VersionLookup<B>: sealed::Sealed + Clone {
     type Future: Future<Output = Result<Current, Self::Error>>;
 
     #[doc(hidden)]
-    fn source(&mut self, req: &Request<B>) -> Source<Self::Future, B>;
+    fn source(&mut self, req: &Request<B>) -> Source<B>;
 
     /// Whether this is a version lookup (usable for reads and after writes).
     #[doc(hidden)]
     fn is_lookup(&self) -> bool;
+
+    /// A version lookup's `poll_ready`. Asked only where `source` said [`Source::Lookup`].
+    #[doc(hidden)]
+    fn poll_lookup_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>>;
+
+    /// A version lookup's `call`, once it is ready.
+    #[doc(hidden)]
+    fn call_lookup(&mut self, head: LookupRequest) -> Self::Future;
+}
+
+/// Where the layer asks only version lookups, the other sources never get the question.
+fn not_a_lookup() -> ! {
+    unreachable!("only a version lookup is asked for validators by call")
 }
 
 mod sealed {
@@ -243,12 +257,20 @@ impl<B> VersionLookup<B> for Unconfigured {
     type Error = Infallible;
     type Future = Unused;
 
-    fn source(&mut self, _req: &Request<B>) -> Source<Self::Future, B> {
+    fn source(&mut self, _req: &Request<B>) -> Source<B> {
         Source::Unconfigured
     }
 
     fn is_lookup(&self) -> bool {
         false
+    }
+
+    fn poll_lookup_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        not_a_lookup()
+    }
+
+    fn call_lookup(&mut self, _head: LookupRequest) -> Unused {
+        not_a_lookup()
     }
 }
 
@@ -256,12 +278,20 @@ impl<B> VersionLookup<B> for NoLookup {
     type Error = Infallible;
     type Future = Unused;
 
-    fn source(&mut self, _req: &Request<B>) -> Source<Self::Future, B> {
+    fn source(&mut self, _req: &Request<B>) -> Source<B> {
         Source::Handler
     }
 
     fn is_lookup(&self) -> bool {
         false
+    }
+
+    fn poll_lookup_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        not_a_lookup()
+    }
+
+    fn call_lookup(&mut self, _head: LookupRequest) -> Unused {
+        not_a_lookup()
     }
 }
 
@@ -269,7 +299,7 @@ impl<B: Default> VersionLookup<B> for InternalGet {
     type Error = Infallible;
     type Future = Unused;
 
-    fn source(&mut self, req: &Request<B>) -> Source<Self::Future, B> {
+    fn source(&mut self, req: &Request<B>) -> Source<B> {
         if inside_method_router(req) {
             return Source::Misplaced;
         }
@@ -278,6 +308,14 @@ impl<B: Default> VersionLookup<B> for InternalGet {
 
     fn is_lookup(&self) -> bool {
         false
+    }
+
+    fn poll_lookup_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        not_a_lookup()
+    }
+
+    fn call_lookup(&mut self, _head: LookupRequest) -> Unused {
+        not_a_lookup()
     }
 }
 
@@ -288,14 +326,22 @@ where
     L::Error: Display,
 {
     type Error = L::Error;
-    type Future = MapOk<Oneshot<L, LookupRequest>, fn(L::Response) -> Current>;
+    type Future = MapOk<L::Future, fn(L::Response) -> Current>;
 
-    fn source(&mut self, req: &Request<B>) -> Source<Self::Future, B> {
-        Source::Lookup(self.clone().oneshot(head_of(req)).map_ok(Into::into))
+    fn source(&mut self, _req: &Request<B>) -> Source<B> {
+        Source::Lookup
     }
 
     fn is_lookup(&self) -> bool {
         true
+    }
+
+    fn poll_lookup_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), L::Error>> {
+        self.poll_ready(cx)
+    }
+
+    fn call_lookup(&mut self, head: LookupRequest) -> Self::Future {
+        self.call(head).map_ok(Into::into)
     }
 }
 

@@ -12,7 +12,7 @@ use tower::Service;
 use crate::body::ConditionalBody;
 use crate::config::Config;
 use crate::expectation::Expectation;
-use crate::future::{Exchange, Mode, Pending, ResponseFuture, State};
+use crate::future::{Exchange, LookupCall, Mode, Pending, ResponseFuture, State};
 use crate::lookup::{Source, Unconfigured, VersionLookup};
 use crate::outcome::Outcome;
 use crate::precondition::{method_kind, Carried, MethodKind};
@@ -228,10 +228,10 @@ impl<S, L, P> Conditional<S, L, P> {
                 || (self.config.lookup_reads && !exchange.conditions.is_empty())
                 || (ranged && (validated || exchange.conditions.if_range.is_some())));
         if ask_lookup {
-            if let Source::Lookup(fut) = self.lookup.source(&req) {
-                let pending = self.pending(req, true);
-                return ResponseFuture::new(State::Lookup { fut, pending }, exchange);
-            }
+            // A version lookup (`is_lookup`): asked on the first poll.
+            let pending = self.pending(req, true);
+            let call = LookupCall::NotReady;
+            return ResponseFuture::new(State::Lookup { call, pending }, exchange);
         }
         exchange.whole_if_validated(&mut req);
         exchange.hand_over_range();
@@ -269,9 +269,10 @@ impl<S, L, P> Conditional<S, L, P> {
                 req.extensions_mut().insert(expectation);
                 self.call_now(exchange, req)
             }
-            Source::Lookup(fut) => {
+            Source::Lookup => {
                 let pending = self.pending(req, self.config.locks.is_none());
-                ResponseFuture::new(State::Lookup { fut, pending }, exchange)
+                let call = LookupCall::NotReady;
+                ResponseFuture::new(State::Lookup { call, pending }, exchange)
             }
             // gRPC routes by path, not by method: a GET would reach the call's own handler.
             Source::InternalGet(_) if exchange.grpc.is_some() => {

@@ -113,6 +113,50 @@ async fn a_lookup_that_never_gets_ready_is_shed_and_fails_closed() {
     assert_eq!(called.load(Ordering::SeqCst), 0);
 }
 
+/// A lookup whose readiness fails (a closed `Buffer`, a broken pool): a conditional write
+/// fails closed with 503 and is not performed; a revalidation is served by the handler.
+#[tokio::test]
+async fn a_lookup_whose_readiness_fails_fails_closed_for_writes_only() {
+    #[derive(Clone)]
+    struct Broken;
+    impl Service<LookupRequest> for Broken {
+        type Response = Option<Validators>;
+        type Error = &'static str;
+        type Future = std::future::Ready<Result<Option<Validators>, &'static str>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), &'static str>> {
+            Poll::Ready(Err("the pool is closed"))
+        }
+        fn call(&mut self, _: LookupRequest) -> Self::Future {
+            unreachable!("never ready, never called")
+        }
+    }
+    let called = Arc::new(AtomicUsize::new(0));
+    let seen = called.clone();
+    let inner = service_fn(move |_req: Request<String>| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async { Ok::<_, Infallible>(Response::new(full("current"))) }
+    });
+    let svc = ConditionalLayer::new()
+        .lookup(Broken)
+        .lookup_reads(true)
+        .layer(inner);
+    let resp = svc.clone().oneshot(put("/x", "\"a\"")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        called.load(Ordering::SeqCst),
+        0,
+        "the write is not performed"
+    );
+
+    let get = Request::get("/x")
+        .header(header::IF_NONE_MATCH, "\"a\"")
+        .body(String::new())
+        .unwrap();
+    let resp = svc.oneshot(get).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "a read goes to the handler");
+    assert_eq!(called.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn the_internal_get_failing_fails_closed() {
     let writes = Arc::new(AtomicUsize::new(0));
