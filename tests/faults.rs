@@ -78,32 +78,57 @@ fn put(uri: &str, if_match: &str) -> Request<String> {
         .unwrap()
 }
 
+/// A version lookup that never gets ready: its readiness stays pending, or fails.
+#[derive(Clone)]
+struct Unready {
+    fails: bool,
+}
+
+impl Service<LookupRequest> for Unready {
+    type Response = Option<Validators>;
+    type Error = &'static str;
+    type Future = std::future::Ready<Result<Option<Validators>, &'static str>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), &'static str>> {
+        if self.fails {
+            Poll::Ready(Err("the pool is closed"))
+        } else {
+            Poll::Pending
+        }
+    }
+    fn call(&mut self, _: LookupRequest) -> Self::Future {
+        unreachable!("never ready, never called")
+    }
+}
+
+/// A handler answering `body`, and how many times it ran.
+fn counted(
+    body: &'static str,
+) -> (
+    Arc<AtomicUsize>,
+    impl Service<
+            Request<String>,
+            Response = Response<common::TestBody>,
+            Error = Infallible,
+            Future: Send,
+        > + Clone,
+) {
+    let called = Arc::new(AtomicUsize::new(0));
+    let seen = called.clone();
+    let handler = service_fn(move |_req: Request<String>| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async move { Ok::<_, Infallible>(Response::new(full(body))) }
+    });
+    (called, handler)
+}
+
 #[tokio::test]
 async fn a_lookup_that_never_gets_ready_is_shed_and_fails_closed() {
     // Timeouts do not cover readiness; load shedding turns "not ready" into an error.
-    #[derive(Clone)]
-    struct NeverReady;
-    impl Service<LookupRequest> for NeverReady {
-        type Response = Option<Validators>;
-        type Error = Infallible;
-        type Future = std::future::Ready<Result<Option<Validators>, Infallible>>;
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-            Poll::Pending
-        }
-        fn call(&mut self, _: LookupRequest) -> Self::Future {
-            unreachable!("never ready, never called")
-        }
-    }
-    let called = Arc::new(AtomicUsize::new(0));
-    let seen = called.clone();
-    let inner = service_fn(move |_req: Request<String>| {
-        seen.fetch_add(1, Ordering::SeqCst);
-        async { Ok::<_, Infallible>(Response::new(full("written"))) }
-    });
+    let (called, inner) = counted("written");
     let lookup = ServiceBuilder::new()
         .load_shed()
         .timeout(Duration::from_millis(100))
-        .service(NeverReady);
+        .service(Unready { fails: false });
     let svc = ConditionalLayer::new().lookup(lookup).layer(inner);
     let resp = tokio::time::timeout(Duration::from_secs(5), svc.oneshot(put("/x", "\"a\"")))
         .await
@@ -117,27 +142,9 @@ async fn a_lookup_that_never_gets_ready_is_shed_and_fails_closed() {
 /// fails closed with 503 and is not performed; a revalidation is served by the handler.
 #[tokio::test]
 async fn a_lookup_whose_readiness_fails_fails_closed_for_writes_only() {
-    #[derive(Clone)]
-    struct Broken;
-    impl Service<LookupRequest> for Broken {
-        type Response = Option<Validators>;
-        type Error = &'static str;
-        type Future = std::future::Ready<Result<Option<Validators>, &'static str>>;
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), &'static str>> {
-            Poll::Ready(Err("the pool is closed"))
-        }
-        fn call(&mut self, _: LookupRequest) -> Self::Future {
-            unreachable!("never ready, never called")
-        }
-    }
-    let called = Arc::new(AtomicUsize::new(0));
-    let seen = called.clone();
-    let inner = service_fn(move |_req: Request<String>| {
-        seen.fetch_add(1, Ordering::SeqCst);
-        async { Ok::<_, Infallible>(Response::new(full("current"))) }
-    });
+    let (called, inner) = counted("current");
     let svc = ConditionalLayer::new()
-        .lookup(Broken)
+        .lookup(Unready { fails: true })
         .lookup_reads(true)
         .layer(inner);
     let resp = svc.clone().oneshot(put("/x", "\"a\"")).await.unwrap();
