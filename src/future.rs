@@ -33,7 +33,7 @@ use crate::expectation::Expectation;
 use crate::header::parse_date_value;
 use crate::lookup::{Current, Source, VersionLookup};
 use crate::outcome::{NoTag, Outcome, Untagged};
-use crate::precondition::{evaluate, Carried, Decision};
+use crate::precondition::{evaluate, Carried, Conditions, Decision, Sent};
 use crate::predicate::{fits, HeadFields, Predicate};
 use crate::response::{into_not_modified, not_modified_from, Rejection, RejectionKind};
 use crate::validators::Validators;
@@ -226,6 +226,10 @@ pub(crate) struct Pending<S, B, L> {
     pub(crate) source: L,
     /// Whether this is the second look, under the write lock (or no lock is configured).
     pub(crate) locked: bool,
+    /// The request's conditions, held here (in this box) until the decision: a request
+    /// answered there never allocates a box for them; one that goes on to the service hands
+    /// them to the exchange (reads; a write's service evaluates nothing more).
+    pub(crate) sent: Option<Sent>,
 }
 
 /// What the layer knows about the request while it is in flight.
@@ -536,10 +540,11 @@ impl<P> Exchange<P> {
         (response, Outcome::Rejected(kind))
     }
 
-    /// The evaluation options, with the current time when an `If-Range` needs it.
-    fn options(&self) -> crate::precondition::Options {
+    /// The evaluation options for `conditions`, with the current time when an `If-Range`
+    /// needs it.
+    fn options(&self, conditions: &Conditions) -> crate::precondition::Options {
         let mut options = self.config.options;
-        if self.conditions.if_range.is_some() {
+        if conditions.if_range.is_some() {
             options.now = Some(std::time::SystemTime::now());
         }
         options
@@ -574,21 +579,6 @@ impl<P> Exchange<P> {
             response.extensions_mut().insert(outcome);
         }
         response
-    }
-
-    /// A part is not hashed, so `If-Match` or `If-Unmodified-Since` could not be checked on
-    /// it: without validators from a lookup, ask for the whole representation (a server may
-    /// always ignore `Range`, RFC 9110 §14.2).
-    pub(crate) fn whole_if_validated<B>(&self, req: &mut Request<B>) {
-        if self.conditions.has_range && self.conditions.checks_whole() {
-            req.headers_mut().remove(header::RANGE);
-            req.headers_mut().remove(header::IF_RANGE);
-        }
-    }
-
-    /// From here on, `Range` and `If-Range` are the service's.
-    pub(crate) fn hand_over_range(&mut self) {
-        self.conditions.drop_range();
     }
 
     /// For a HEAD forwarded as GET: keep the head, drop the body, keep the GET's length.
@@ -732,13 +722,14 @@ impl<P: Predicate> Exchange<P> {
     fn decide<S, ReqBody, ResBody, L>(
         &mut self,
         found: Result<Current, String>,
-        pending: Box<Pending<S, ReqBody, L>>,
+        mut pending: Box<Pending<S, ReqBody, L>>,
     ) -> Next<S, ReqBody, ResBody, L>
     where
         S: Service<Request<ReqBody>> + Clone,
         L: VersionLookup<ReqBody>,
         ResBody: Body,
     {
+        let sent = pending.sent.take();
         let current = match found {
             Ok(Current::Refuse(response)) => {
                 return Next::Done(Ok((response.map(ConditionalBody::full), Outcome::Refused)))
@@ -757,15 +748,14 @@ impl<P: Predicate> Exchange<P> {
             Err(error) => {
                 // A full response is always a correct answer to a read.
                 tracing::warn!(%error, uri = %pending.req.uri(), "lookup failed; the read goes to the service");
-                let mut pending = pending;
-                self.whole_if_validated(&mut pending.req);
-                self.hand_over_range();
+                whole_if_validated(Sent::conditions(&sent), &mut pending.req);
+                self.conditions = Carried::handed_over(sent);
                 return Next::State(proceed(*pending, None));
             }
         };
         match self.mode {
-            Mode::Write => self.decide_write(current, pending),
-            _ => self.decide_read(current, pending),
+            Mode::Write => self.decide_write(current, pending, sent),
+            _ => self.decide_read(current, pending, sent),
         }
     }
 
@@ -773,26 +763,28 @@ impl<P: Predicate> Exchange<P> {
         &mut self,
         current: Option<Validators>,
         mut pending: Box<Pending<S, ReqBody, L>>,
+        sent: Option<Sent>,
     ) -> Next<S, ReqBody, ResBody, L>
     where
         S: Service<Request<ReqBody>> + Clone,
         L: VersionLookup<ReqBody>,
         ResBody: Body,
     {
+        let conditions = Sent::conditions(&sent);
         // What cannot be evaluated guards nothing: a date without a Last-Modified to compare
         // with, an empty If-None-Match list.
         let dated = current
             .as_ref()
             .and_then(Validators::last_modified)
             .is_some();
-        if self.config.requires_precondition(&self.method) && !self.conditions.guards(dated) {
+        if self.config.requires_precondition(&self.method) && !conditions.guards(dated) {
             return Next::Done(Ok(self.answer(RejectionKind::PreconditionRequired)));
         }
         let decision = evaluate(
             &self.method,
-            &self.conditions,
+            conditions,
             current.as_ref(),
-            self.options(),
+            self.options(conditions),
         );
         if let Decision::PreconditionFailed(failed) = decision {
             // RFC 9110 §13.2.1: a write that cannot create finds nothing to act on; the
@@ -815,11 +807,14 @@ impl<P: Predicate> Exchange<P> {
                 if pending.req.extensions().get::<HeldLock>() != Some(&held) {
                     let fut = locks.lock_for(held.key.clone()).lock_owned();
                     pending.req.extensions_mut().insert(held);
+                    // Checked again under the lock.
+                    pending.sent = sent;
                     return Next::State(State::Locking { fut, pending });
                 }
             }
         }
-        let expectation = Expectation::new(&self.conditions, current.as_ref());
+        // The write's own service evaluates nothing more: the exchange keeps no conditions.
+        let expectation = Expectation::new(conditions, current.as_ref());
         pending.req.extensions_mut().insert(expectation);
         let after_write = match (&self.config.locks, pending.source.is_lookup()) {
             (Some(_), true) => match pending.source.source(&pending.req) {
@@ -843,6 +838,7 @@ impl<P: Predicate> Exchange<P> {
         &mut self,
         current: Option<Validators>,
         mut pending: Box<Pending<S, ReqBody, L>>,
+        sent: Option<Sent>,
     ) -> Next<S, ReqBody, ResBody, L>
     where
         S: Service<Request<ReqBody>> + Clone,
@@ -851,18 +847,19 @@ impl<P: Predicate> Exchange<P> {
     {
         // Without a current representation the service answers (typically 404).
         let Some(current) = current else {
-            self.hand_over_range();
+            self.conditions = Carried::handed_over(sent);
             return Next::State(proceed(*pending, None));
         };
         if self.config.last_modified_from_lookup {
             let now = std::time::SystemTime::now();
             self.lookup_last_modified = current.last_modified().map(|t| t.min(now));
         }
+        let conditions = Sent::conditions(&sent);
         let decision = evaluate(
             &self.method,
-            &self.conditions,
+            conditions,
             Some(&current),
-            self.options(),
+            self.options(conditions),
         );
         match decision {
             Decision::PreconditionFailed(failed) => {
@@ -887,7 +884,8 @@ impl<P: Predicate> Exchange<P> {
             Decision::Proceed | Decision::NotModified => {}
         }
         self.prechecked = true;
-        self.hand_over_range();
+        // The response is checked again (its own tag), so the conditions go with it.
+        self.conditions = Carried::handed_over(sent);
         Next::State(proceed(*pending, None))
     }
 
@@ -1093,7 +1091,13 @@ impl<P: Predicate> Exchange<P> {
         let mut decision = Decision::Proceed;
         if !self.conditions.is_empty() && (tag.is_some() || !self.prechecked) {
             let mut found = self.validators_of(&head.headers, tag);
-            decision = evaluate(&self.method, &self.conditions, Some(&found), self.options());
+            let conditions = &*self.conditions;
+            decision = evaluate(
+                &self.method,
+                conditions,
+                Some(&found),
+                self.options(conditions),
+            );
             if let Decision::PreconditionFailed(failed) = decision {
                 return Next::Done(Ok(self.precondition_failed(failed, Some(&found))));
             }
@@ -1123,6 +1127,16 @@ impl<P: Predicate> Exchange<P> {
             )));
         }
         Next::Done(Ok((self.strip_head(head, body), outcome)))
+    }
+}
+
+/// A part is not hashed, so `If-Match` or `If-Unmodified-Since` could not be checked on it:
+/// without validators from a lookup, ask for the whole representation (a server may always
+/// ignore `Range`, RFC 9110 §14.2).
+pub(crate) fn whole_if_validated<B>(conditions: &Conditions, req: &mut Request<B>) {
+    if conditions.has_range && conditions.checks_whole() {
+        req.headers_mut().remove(header::RANGE);
+        req.headers_mut().remove(header::IF_RANGE);
     }
 }
 

@@ -83,12 +83,36 @@ static NONE: Conditions = Conditions {
 #[derive(Debug, Default)]
 pub(crate) struct Carried(Option<Box<Sent>>);
 
+/// A request's conditions and its `If-None-Match` line, as parsed once: in the exchange's
+/// box, or, while a version lookup or the internal GET decides, in the pending request's
+/// (a request answered 304 or 412 there allocates no box of its own).
 #[derive(Debug)]
-struct Sent {
+pub(crate) struct Sent {
     conditions: Conditions,
     /// The `If-None-Match` field, when it came as one line: a computed tag equal to it is
     /// sent back with these bytes (a 304 allocates no header value for its `ETag`).
     if_none_match: Option<HeaderValue>,
+}
+
+impl Sent {
+    /// Parses the request's conditional fields, if it has any.
+    pub(crate) fn parse(headers: &HeaderMap) -> Option<Sent> {
+        let sent = sent_fields(headers);
+        if sent == [false; 6] {
+            return None;
+        }
+        let mut parsed = Sent {
+            conditions: Conditions::default(),
+            if_none_match: None,
+        };
+        parsed.if_none_match = parsed.conditions.fill(headers, sent, true);
+        Some(parsed)
+    }
+
+    /// The conditions of `sent`, the empty ones for a request that sent none.
+    pub(crate) fn conditions(sent: &Option<Sent>) -> &Conditions {
+        sent.as_ref().map_or(&NONE, |sent| &sent.conditions)
+    }
 }
 
 impl Carried {
@@ -105,6 +129,19 @@ impl Carried {
         });
         held.if_none_match = held.conditions.fill(headers, sent, true);
         Carried(Some(held))
+    }
+
+    /// Carries what was parsed (boxed when there is anything).
+    pub(crate) fn boxed(sent: Option<Sent>) -> Self {
+        Carried(sent.map(Box::new))
+    }
+
+    /// [`boxed`](Self::boxed), without `Range` and `If-Range`: from here on they are the
+    /// service's.
+    pub(crate) fn handed_over(sent: Option<Sent>) -> Self {
+        let mut carried = Carried::boxed(sent);
+        carried.drop_range();
+        carried
     }
 
     /// The request's `If-None-Match`, when it is one field line.

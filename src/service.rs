@@ -12,10 +12,12 @@ use tower::Service;
 use crate::body::ConditionalBody;
 use crate::config::Config;
 use crate::expectation::Expectation;
-use crate::future::{Exchange, LookupCall, Mode, Pending, ResponseFuture, State};
+use crate::future::{
+    whole_if_validated, Exchange, LookupCall, Mode, Pending, ResponseFuture, State,
+};
 use crate::lookup::{Source, Unconfigured, VersionLookup};
 use crate::outcome::Outcome;
-use crate::precondition::{method_kind, Carried, MethodKind};
+use crate::precondition::{method_kind, Carried, MethodKind, Sent};
 use crate::predicate::{content_type_starts_with, DefaultPredicate, Predicate};
 use crate::response::{Rejection, RejectionKind};
 
@@ -209,7 +211,6 @@ impl<S, L, P> Conditional<S, L, P> {
         P: Predicate,
         ResBody: Body,
     {
-        let mut conditions = Carried::from_headers(req.headers());
         let head = method == Method::HEAD;
         let as_get = head && self.config.head_as_get;
         if as_get {
@@ -218,23 +219,47 @@ impl<S, L, P> Conditional<S, L, P> {
             // without it, so the forwarded GET must not carry it.
             req.headers_mut().remove(header::RANGE);
             req.headers_mut().remove(header::IF_RANGE);
-            conditions.drop_range();
         }
+        let mode = Mode::Read { head, as_get };
+        if !self.lookup.is_lookup() {
+            // Parsed in place, in the box the exchange keeps.
+            let conditions = Carried::from_headers(req.headers());
+            return self.read_now(method, mode, conditions, req);
+        }
+        let sent = Sent::parse(req.headers());
+        let conditions = Sent::conditions(&sent);
         let ranged = conditions.has_range && method == Method::GET;
-        let validated = conditions.checks_whole();
-        let mut exchange = self.exchange(method, Mode::Read { head, as_get }, conditions);
-        let ask_lookup = self.lookup.is_lookup()
-            && (self.config.last_modified_from_lookup
-                || (self.config.lookup_reads && !exchange.conditions.is_empty())
-                || (ranged && (validated || exchange.conditions.if_range.is_some())));
+        let ask_lookup = self.config.last_modified_from_lookup
+            || (self.config.lookup_reads && !conditions.is_empty())
+            || (ranged && (conditions.checks_whole() || conditions.if_range.is_some()));
         if ask_lookup {
-            // A version lookup (`is_lookup`): asked on the first poll.
-            let pending = self.pending(req, true);
+            // Asked on the first poll; the conditions wait in the pending request's box.
+            let exchange = self.exchange(method, mode, Carried::default());
+            let pending = self.pending(req, true, sent);
             let call = LookupCall::NotReady;
             return ResponseFuture::new(State::Lookup { call, pending }, exchange);
         }
-        exchange.whole_if_validated(&mut req);
-        exchange.hand_over_range();
+        self.read_now(method, mode, Carried::boxed(sent), req)
+    }
+
+    /// A read the service answers at once; its response is checked against `conditions`.
+    #[inline(always)]
+    fn read_now<ReqBody, ResBody>(
+        &mut self,
+        method: Method,
+        mode: Mode,
+        mut conditions: Carried,
+        mut req: Request<ReqBody>,
+    ) -> ResponseFuture<S, ReqBody, ResBody, L, P>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+        L: VersionLookup<ReqBody>,
+        P: Predicate,
+        ResBody: Body,
+    {
+        whole_if_validated(&conditions, &mut req);
+        conditions.drop_range();
+        let exchange = self.exchange(method, mode, conditions);
         self.call_now(exchange, req)
     }
 
@@ -249,9 +274,11 @@ impl<S, L, P> Conditional<S, L, P> {
         P: Predicate,
         ResBody: Body,
     {
-        let conditions = Carried::from_headers(req.headers());
-        let guarded = conditions.guards_write();
-        let mut exchange = self.exchange(method, Mode::Write, conditions);
+        // Held by the pending request while validators are found; the exchange keeps none (a
+        // write's response is not evaluated again).
+        let sent = Sent::parse(req.headers());
+        let guarded = Sent::conditions(&sent).guards_write();
+        let mut exchange = self.exchange(method, Mode::Write, Carried::default());
         exchange.grpc = grpc_content_type(req.headers()).map(Box::new);
         if !guarded {
             if self.config.requires_precondition(&exchange.method) {
@@ -265,12 +292,12 @@ impl<S, L, P> Conditional<S, L, P> {
                 self.unchecked(exchange, &req, RejectionKind::InternalGetMisplaced)
             }
             Source::Handler => {
-                let expectation = Expectation::unevaluated(&exchange.conditions);
+                let expectation = Expectation::unevaluated(Sent::conditions(&sent));
                 req.extensions_mut().insert(expectation);
                 self.call_now(exchange, req)
             }
             Source::Lookup => {
-                let pending = self.pending(req, self.config.locks.is_none());
+                let pending = self.pending(req, self.config.locks.is_none(), sent);
                 let call = LookupCall::NotReady;
                 ResponseFuture::new(State::Lookup { call, pending }, exchange)
             }
@@ -279,7 +306,7 @@ impl<S, L, P> Conditional<S, L, P> {
                 self.unchecked(exchange, &req, RejectionKind::InternalGetMisplaced)
             }
             Source::InternalGet(get) => {
-                let pending = self.pending(req, self.config.locks.is_none());
+                let pending = self.pending(req, self.config.locks.is_none(), sent);
                 let fut = tower::util::Oneshot::new(pending.svc.clone(), get);
                 ResponseFuture::new(State::GetHead { fut, pending }, exchange)
             }
@@ -315,6 +342,7 @@ impl<S, L, P> Conditional<S, L, P> {
         &mut self,
         req: Request<ReqBody>,
         locked: bool,
+        sent: Option<Sent>,
     ) -> Box<Pending<S, ReqBody, L>>
     where
         S: Clone,
@@ -325,6 +353,7 @@ impl<S, L, P> Conditional<S, L, P> {
             req,
             source: self.lookup.clone(),
             locked,
+            sent,
         })
     }
 }
