@@ -221,42 +221,26 @@ impl<S, L, P> Conditional<S, L, P> {
             req.headers_mut().remove(header::IF_RANGE);
         }
         let mode = Mode::Read { head, as_get };
-        if !self.lookup.is_lookup() {
+        let mut conditions = if self.lookup.is_lookup() {
+            let sent = Sent::parse(req.headers());
+            let conditions = Sent::conditions(&sent);
+            let ranged = conditions.has_range && method == Method::GET;
+            let ask_lookup = self.config.last_modified_from_lookup
+                || (self.config.lookup_reads && !conditions.is_empty())
+                || (ranged && (conditions.checks_whole() || conditions.if_range.is_some()));
+            if ask_lookup {
+                // Asked on the first poll; the conditions wait in the pending request's box.
+                let exchange = self.exchange(method, mode, Carried::default());
+                let pending = self.pending(req, true, sent);
+                let call = LookupCall::NotReady;
+                return ResponseFuture::new(State::Lookup { call, pending }, exchange);
+            }
+            Carried::boxed(sent)
+        } else {
             // Parsed in place, in the box the exchange keeps.
-            let conditions = Carried::from_headers(req.headers());
-            return self.read_now(method, mode, conditions, req);
-        }
-        let sent = Sent::parse(req.headers());
-        let conditions = Sent::conditions(&sent);
-        let ranged = conditions.has_range && method == Method::GET;
-        let ask_lookup = self.config.last_modified_from_lookup
-            || (self.config.lookup_reads && !conditions.is_empty())
-            || (ranged && (conditions.checks_whole() || conditions.if_range.is_some()));
-        if ask_lookup {
-            // Asked on the first poll; the conditions wait in the pending request's box.
-            let exchange = self.exchange(method, mode, Carried::default());
-            let pending = self.pending(req, true, sent);
-            let call = LookupCall::NotReady;
-            return ResponseFuture::new(State::Lookup { call, pending }, exchange);
-        }
-        self.read_now(method, mode, Carried::boxed(sent), req)
-    }
-
-    /// A read the service answers at once; its response is checked against `conditions`.
-    #[inline(always)]
-    fn read_now<ReqBody, ResBody>(
-        &mut self,
-        method: Method,
-        mode: Mode,
-        mut conditions: Carried,
-        mut req: Request<ReqBody>,
-    ) -> ResponseFuture<S, ReqBody, ResBody, L, P>
-    where
-        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
-        L: VersionLookup<ReqBody>,
-        P: Predicate,
-        ResBody: Body,
-    {
+            Carried::from_headers(req.headers())
+        };
+        // The service answers at once; its response is checked against the conditions.
         whole_if_validated(&conditions, &mut req);
         conditions.drop_range();
         let exchange = self.exchange(method, mode, conditions);
