@@ -238,8 +238,10 @@ pub(crate) struct Exchange<P> {
     pub(crate) predicate: P,
     pub(crate) method: Method,
     pub(crate) mode: Mode,
-    /// The conditions the layer evaluates. `If-Range` and `Range` are cleared once the
-    /// request goes to the service: from then on they are the service's to honour.
+    /// The conditions a read's response is checked against. `If-Range` and `Range` are
+    /// cleared once the request goes to the service: from then on they are the service's to
+    /// honour. While validators are found first, the pending request holds the conditions
+    /// instead; a write's exchange never holds any (its response is not checked again).
     pub(crate) conditions: Carried,
     /// The request's gRPC content type, for a gRPC write (boxed: rare, and the exchange
     /// lives in every response future).
