@@ -95,17 +95,28 @@ pub(crate) struct Sent {
 }
 
 impl Sent {
+    /// Nothing parsed yet.
+    fn empty() -> Sent {
+        Sent {
+            conditions: Conditions::default(),
+            if_none_match: None,
+        }
+    }
+
+    /// Parses the fields `sent` names into `self` (fresh), wherever it is (on the stack, in
+    /// a box).
+    fn fill(&mut self, headers: &HeaderMap, sent: [bool; 6]) {
+        self.if_none_match = self.conditions.fill(headers, sent, true);
+    }
+
     /// Parses the request's conditional fields, if it has any.
     pub(crate) fn parse(headers: &HeaderMap) -> Option<Sent> {
         let sent = sent_fields(headers);
         if sent == [false; 6] {
             return None;
         }
-        let mut parsed = Sent {
-            conditions: Conditions::default(),
-            if_none_match: None,
-        };
-        parsed.if_none_match = parsed.conditions.fill(headers, sent, true);
+        let mut parsed = Sent::empty();
+        parsed.fill(headers, sent);
         Some(parsed)
     }
 
@@ -116,18 +127,15 @@ impl Sent {
 }
 
 impl Carried {
-    /// Parses the request's conditional fields, if it has any.
+    /// [`Sent::parse`], parsed in place in the box.
     #[inline(always)]
     pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
         let sent = sent_fields(headers);
         if sent == [false; 6] {
             return Carried(None);
         }
-        let mut held = Box::new(Sent {
-            conditions: Conditions::default(),
-            if_none_match: None,
-        });
-        held.if_none_match = held.conditions.fill(headers, sent, true);
+        let mut held = Box::new(Sent::empty());
+        held.fill(headers, sent);
         Carried(Some(held))
     }
 
