@@ -5,6 +5,9 @@
 //! what the layer itself allocates. `lookup 304`: a lookup answers the revalidation
 //! (`lookup_reads`), the inner service is not called — everything counted is the layer's
 //! and the lookup's (a `lookup_fn` returning the stored tag).
+//!
+//! It ends with the size of each response future: every layer and executor around the
+//! layer moves it, so its bytes are a per-request cost that allocation counts do not show.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
@@ -15,7 +18,7 @@ use futures_util::future::{ready, FutureExt};
 use http::{Request, Response};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
-use tower::{service_fn, Layer, ServiceExt};
+use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_conditional::{lookup_fn, ConditionalLayer, EntityTag, LookupRequest, Validators};
 
 struct Counting;
@@ -90,6 +93,7 @@ fn main() {
         "304 + Outcome",
         "lookup 304"
     );
+    let mut sizes = [0; 3];
     for size in [256usize, 4096, 65536, 1 << 20] {
         for pieces in [1usize, 8] {
             let data = Bytes::from(vec![7u8; size]);
@@ -174,6 +178,13 @@ fn main() {
                     fast.clone().oneshot(r).now_or_never().unwrap().unwrap(),
                 )
             });
+            if size == 256 && pieces == 1 {
+                sizes = [
+                    future_size(&inner),
+                    future_size(&layered),
+                    future_size(&fast),
+                ];
+            }
             let cell = |(n, b): (f64, f64)| format!("{n:>4.1} / {b:>7.0}");
             println!(
                 "{:>8} {:>6} | {} | {} | {} | {} | {} | {}",
@@ -188,4 +199,11 @@ fn main() {
             );
         }
     }
+    let [bare, layer, lookup] = sizes;
+    println!("response future, bytes: bare {bare}, layer {layer}, layer with a lookup {lookup}");
+}
+
+/// The size of `service`'s response future.
+fn future_size<S: Service<Request<String>>>(_service: &S) -> usize {
+    std::mem::size_of::<S::Future>()
 }

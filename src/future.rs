@@ -7,9 +7,10 @@
 //!                                  ├─► Locking ─► (Lookup | GetHead …) again, under the lock
 //!                                  └─► Deferred
 //! respond
-//!   Called | Deferred ─► response ─┬─► Buffering ─► finish (304, 412, or the tagged response)
-//!                                  ├─► AfterWrite ─► done    a serialized write, new ETag
-//!                                  └─► finish
+//!   [Deferred ─►] Called ─► response ─┬─► Buffering ─► finish (304, 412, or the tagged response)
+//!                                     ├─► AfterWrite ─► done    a serialized write, new ETag
+//!                                     └─► finish
+//!   Answer ─► done                    the layer's own answer, found in `call`
 //! ```
 //!
 //! Each state owns exactly its data; helpers return the next state.
@@ -70,10 +71,10 @@ pin_project! {
             call: LookupCall<L::Future>,
             pending: Box<Pending<S, ReqBody, L>>,
         },
-        // Waiting for the head of the internal GET.
+        // Waiting for the head of the internal GET. Boxed: the request it holds until the
+        // service is ready would make every future larger, and the internal GET is opt-in.
         GetHead {
-            #[pin]
-            fut: Oneshot<S, Request<ReqBody>>,
+            fut: Pin<Box<Oneshot<S, Request<ReqBody>>>>,
             pending: Box<Pending<S, ReqBody, L>>,
         },
         // Hashing the body of the internal GET.
@@ -90,15 +91,16 @@ pin_project! {
             fut: OwnedMutexLockFuture<()>,
             pending: Box<Pending<S, ReqBody, L>>,
         },
-        // The service was called directly from `Service::call`.
+        // The service was called: directly from `Service::call`, or after the precheck.
         Called {
             #[pin]
             fut: S::Future,
+            after_write: Option<Pin<Box<LookupOnce<L, ReqBody>>>>,
         },
-        // The service, readied again, after the precheck.
+        // After the precheck: the service (a clone) is readied again, then called. The
+        // request stays in the pending box it waited in, not inline in every future.
         Deferred {
-            #[pin]
-            fut: Oneshot<S, Request<ReqBody>>,
+            pending: Box<Pending<S, ReqBody, L>>,
             after_write: Option<Pin<Box<LookupOnce<L, ReqBody>>>>,
         },
         // Holding and hashing a response body that was not whole at once. Boxed: only
@@ -113,10 +115,10 @@ pin_project! {
             fut: Pin<Box<LookupOnce<L, ReqBody>>>,
             response: Response<ResBody>,
         },
-        // The layer answers by itself.
+        // The layer answers by itself; the answer is rendered when polled, so the future
+        // carries a kind, not a response.
         Answer {
-            response: Response<ConditionalBody<ResBody>>,
-            outcome: Outcome,
+            kind: RejectionKind,
         },
         Done,
     }
@@ -311,17 +313,6 @@ where
     }
 }
 
-impl<S, ReqBody, ResBody, L> State<S, ReqBody, ResBody, L>
-where
-    S: Service<Request<ReqBody>>,
-    L: VersionLookup<ReqBody>,
-    ResBody: Body,
-{
-    pub(crate) fn answer(response: Response<ConditionalBody<ResBody>>, outcome: Outcome) -> Self {
-        State::Answer { response, outcome }
-    }
-}
-
 impl<S, ReqBody, ResBody, L, P> Future for ResponseFuture<S, ReqBody, ResBody, L, P>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
@@ -400,7 +391,7 @@ where
                 exchange.decide(found, pending)
             }
             StateProj::GetHead { fut, .. } => {
-                let response = ready!(fut.poll(cx));
+                let response = ready!(fut.as_mut().poll(cx));
                 let StateOwned::GetHead { pending, .. } = self.take() else {
                     unreachable!("the state is GetHead")
                 };
@@ -435,22 +426,32 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Next<S, ReqBody, ResBody, L>> {
         let next = match self.as_mut().project() {
-            StateProj::Called { fut } => {
+            StateProj::Called { fut, after_write } => {
                 let response = ready!(fut.poll(cx));
+                let after_write = after_write.take();
                 // The service's finished future (and whatever it holds: a concurrency permit,
                 // a timer) goes before the body is read.
                 self.set(State::Done);
                 match response {
-                    Ok(response) => exchange.on_response(response, None, cx),
+                    Ok(response) => exchange.on_response(response, after_write, cx),
                     Err(e) => Next::Done(Err(e)),
                 }
             }
-            StateProj::Deferred { fut, after_write } => {
-                let response = ready!(fut.poll(cx));
-                let after_write = after_write.take();
-                self.set(State::Done);
-                match response {
-                    Ok(response) => exchange.on_response(response, after_write, cx),
+            StateProj::Deferred { pending, .. } => {
+                let ready = ready!(pending.svc.poll_ready(cx));
+                let StateOwned::Deferred {
+                    pending,
+                    after_write,
+                } = self.take()
+                else {
+                    unreachable!("the state is Deferred")
+                };
+                match ready {
+                    Ok(()) => {
+                        let Pending { mut svc, req, .. } = *pending;
+                        let fut = svc.call(req);
+                        Next::State(State::Called { fut, after_write })
+                    }
                     Err(e) => Next::Done(Err(e)),
                 }
             }
@@ -475,11 +476,10 @@ where
                 };
                 Next::Done(Ok((with_new_etag(response, found), Outcome::Passed)))
             }
-            StateProj::Answer { .. } => {
-                let StateOwned::Answer { response, outcome } = self.take() else {
-                    unreachable!("the state is Answer")
-                };
-                Next::Done(Ok((response, outcome)))
+            StateProj::Answer { kind } => {
+                let kind = *kind;
+                self.set(State::Done);
+                Next::Done(Ok(exchange.answer(kind)))
             }
             StateProj::Done => panic!("ResponseFuture polled after completion"),
             _ => unreachable!("poll_respond is called in the second stage"),
@@ -633,11 +633,11 @@ impl<P: Predicate> Exchange<P> {
                 pending,
             },
             Source::InternalGet(get) => State::GetHead {
-                fut: Oneshot::new(pending.svc.clone(), get),
+                fut: Box::pin(Oneshot::new(pending.svc.clone(), get)),
                 pending,
             },
             // The source said otherwise the first time; nothing to check.
-            _ => proceed(*pending, None),
+            _ => proceed(pending, None),
         }
     }
 
@@ -752,7 +752,7 @@ impl<P: Predicate> Exchange<P> {
                 tracing::warn!(%error, uri = %pending.req.uri(), "lookup failed; the read goes to the service");
                 whole_if_validated(Sent::conditions(&sent), &mut pending.req);
                 self.conditions = Carried::handed_over(sent);
-                return Next::State(proceed(*pending, None));
+                return Next::State(proceed(pending, None));
             }
         };
         match self.mode {
@@ -830,7 +830,7 @@ impl<P: Predicate> Exchange<P> {
             },
             _ => None,
         };
-        Next::State(proceed(*pending, after_write))
+        Next::State(proceed(pending, after_write))
     }
 
     // Boxed on purpose: moving the pending request out of its box copies it, and a 304
@@ -850,7 +850,7 @@ impl<P: Predicate> Exchange<P> {
         // Without a current representation the service answers (typically 404).
         let Some(current) = current else {
             self.conditions = Carried::handed_over(sent);
-            return Next::State(proceed(*pending, None));
+            return Next::State(proceed(pending, None));
         };
         if self.config.last_modified_from_lookup {
             let now = std::time::SystemTime::now();
@@ -888,7 +888,7 @@ impl<P: Predicate> Exchange<P> {
         self.prechecked = true;
         // The response is checked again (its own tag), so the conditions go with it.
         self.conditions = Carried::handed_over(sent);
-        Next::State(proceed(*pending, None))
+        Next::State(proceed(pending, None))
     }
 
     /// The service answered.
@@ -1152,7 +1152,7 @@ struct HeldLock {
 
 /// Calls the service once it is ready again.
 fn proceed<S, ReqBody, ResBody, L>(
-    pending: Pending<S, ReqBody, L>,
+    pending: Box<Pending<S, ReqBody, L>>,
     after_write: Option<Pin<Box<LookupOnce<L, ReqBody>>>>,
 ) -> State<S, ReqBody, ResBody, L>
 where
@@ -1160,9 +1160,8 @@ where
     L: VersionLookup<ReqBody>,
     ResBody: Body,
 {
-    let Pending { svc, req, .. } = pending;
     State::Deferred {
-        fut: Oneshot::new(svc, req),
+        pending,
         after_write,
     }
 }

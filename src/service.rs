@@ -16,10 +16,9 @@ use crate::future::{
     whole_if_validated, Exchange, LookupCall, Mode, Pending, ResponseFuture, State,
 };
 use crate::lookup::{Source, Unconfigured, VersionLookup};
-use crate::outcome::Outcome;
 use crate::precondition::{method_kind, Carried, MethodKind, Sent};
 use crate::predicate::{content_type_starts_with, DefaultPredicate, Predicate};
-use crate::response::{Rejection, RejectionKind};
+use crate::response::RejectionKind;
 
 /// Middleware that answers conditional requests; build it with
 /// [`ConditionalLayer`](crate::ConditionalLayer) (or
@@ -167,9 +166,11 @@ impl<S, L, P> Conditional<S, L, P> {
         ResBody: Body,
     {
         let fut = self.inner.call(req);
-        ResponseFuture::new(State::Called { fut }, exchange)
+        let after_write = None;
+        ResponseFuture::new(State::Called { fut, after_write }, exchange)
     }
 
+    /// The layer's own answer, rendered when the future is polled.
     fn answer<ReqBody, ResBody>(
         &self,
         exchange: Exchange<P>,
@@ -180,9 +181,7 @@ impl<S, L, P> Conditional<S, L, P> {
         L: VersionLookup<ReqBody>,
         ResBody: Body,
     {
-        let rejection = Rejection::new(kind, exchange.grpc.as_deref().cloned());
-        let response = self.config.render(&rejection).map(ConditionalBody::full);
-        ResponseFuture::new(State::answer(response, Outcome::Rejected(kind)), exchange)
+        ResponseFuture::new(State::Answer { kind }, exchange)
     }
 
     /// The service readied for this request is released (whatever it reserved, a
@@ -291,7 +290,7 @@ impl<S, L, P> Conditional<S, L, P> {
             }
             Source::InternalGet(get) => {
                 let pending = self.pending(req, self.config.locks.is_none(), sent);
-                let fut = tower::util::Oneshot::new(pending.svc.clone(), get);
+                let fut = Box::pin(tower::util::Oneshot::new(pending.svc.clone(), get));
                 ResponseFuture::new(State::GetHead { fut, pending }, exchange)
             }
         }
