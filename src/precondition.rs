@@ -370,12 +370,12 @@ pub(crate) enum MethodKind {
 }
 
 pub(crate) fn method_kind(method: &Method) -> MethodKind {
-    if method == Method::GET || method == Method::HEAD {
-        MethodKind::Read
-    } else if method == Method::OPTIONS || method == Method::CONNECT || method == Method::TRACE {
-        MethodKind::Exempt
-    } else {
-        MethodKind::Write
+    // A match on the constants compares the standard methods' tags, without the
+    // temporaries and calls of `==`.
+    match *method {
+        Method::GET | Method::HEAD => MethodKind::Read,
+        Method::OPTIONS | Method::CONNECT | Method::TRACE => MethodKind::Exempt,
+        _ => MethodKind::Write,
     }
 }
 

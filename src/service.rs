@@ -210,7 +210,7 @@ impl<S, L, P> Conditional<S, L, P> {
         P: Predicate,
         ResBody: Body,
     {
-        let head = method == Method::HEAD;
+        let head = matches!(method, Method::HEAD);
         let as_get = head && self.config.head_as_get;
         if as_get {
             *req.method_mut() = Method::GET;
@@ -223,7 +223,7 @@ impl<S, L, P> Conditional<S, L, P> {
         let mut conditions = if self.lookup.is_lookup() {
             let sent = Sent::parse(req.headers());
             let conditions = Sent::conditions(&sent);
-            let ranged = conditions.has_range && method == Method::GET;
+            let ranged = conditions.has_range && matches!(method, Method::GET);
             let ask_lookup = self.config.last_modified_from_lookup
                 || (self.config.lookup_reads && !conditions.is_empty())
                 || (ranged && (conditions.checks_whole() || conditions.if_range.is_some()));
