@@ -337,8 +337,14 @@ where
                     // The write lock is held until the response head exists, no longer.
                     *this.lock = None;
                     this.state.set(State::Done);
-                    let exchange = &*this.exchange;
-                    return Poll::Ready(output.map(|(r, outcome)| exchange.finished(r, outcome)));
+                    // Finished in place: the response is not moved again on its way out.
+                    return Poll::Ready(match output {
+                        Ok((mut response, outcome)) => {
+                            this.exchange.finished(&mut response, outcome);
+                            Ok(response)
+                        }
+                        Err(e) => Err(e),
+                    });
                 }
             }
         }
@@ -563,13 +569,11 @@ impl<P> Exchange<P> {
     /// The response leaves the layer: it carries its outcome, which is also logged. An answer
     /// the layer made itself to a HEAD has no content (RFC 9110 §9.3.2), only its length.
     #[inline(always)]
-    fn finished<B: Body>(
-        &self,
-        mut response: Response<ConditionalBody<B>>,
-        outcome: Outcome,
-    ) -> Response<ConditionalBody<B>> {
-        if self.method == Method::HEAD {
-            response = response.map(ConditionalBody::without_content);
+    fn finished<B: Body>(&self, response: &mut Response<ConditionalBody<B>>, outcome: Outcome) {
+        if matches!(self.method, Method::HEAD) {
+            let body = response.body_mut();
+            let full = std::mem::replace(body, ConditionalBody::empty(SizeHint::default()));
+            *body = full.without_content();
         }
         tracing::debug!(
             ?outcome,
@@ -580,7 +584,6 @@ impl<P> Exchange<P> {
         if self.config.outcome_extension {
             response.extensions_mut().insert(outcome);
         }
-        response
     }
 
     /// For a HEAD forwarded as GET: keep the head, drop the body, keep the GET's length.
