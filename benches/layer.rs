@@ -11,9 +11,10 @@
 //!   `layer_xxh3` the same with XXH3-128 plugged in through `HashAlgorithm::custom` (a hash of
 //!   negligible cost: the difference is the layer's own work); with `--features blake3`,
 //!   `floor_blake3` / `layer_blake3`. `minimal` is the least any tagging layer does, written
-//!   out by hand with the same crates: collect the body, SHA-256 it, print the tag into a
-//!   header value, replay the bytes — no request parsing, no conditions, no limits. It is the
-//!   yardstick for the layer's fixed cost that the floor (which builds no header) is not.
+//!   out by hand with the same crates (`benches/support/minimal.rs`): collect the body,
+//!   SHA-256 it, print the tag into a header value, replay the bytes — no request parsing, no
+//!   conditions, no limits. It is the yardstick for the layer's fixed cost that the floor
+//!   (which builds no header) is not.
 //! - `304`: `bare_200` = the inner service alone; `layer_304` = a revalidation that matches
 //!   (the layer hashes and compares, the body is dropped); `lookup_fast_path` = the lookup
 //!   answers the 304 and the inner service is never called.
@@ -27,25 +28,26 @@
 use std::convert::Infallible;
 use std::hint::black_box;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures_util::future::{ready, FutureExt, Ready};
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use sha2::{Digest, Sha256};
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_conditional::precondition::{evaluate, Conditions, Options};
+#[cfg(feature = "blake3")]
+use tower_conditional::ETagHasher;
 use tower_conditional::Validators;
-use tower_conditional::{
-    lookup_fn, ConditionalLayer, ETagHasher, EntityTag, HashAlgorithm, LookupRequest,
-};
+use tower_conditional::{lookup_fn, ConditionalLayer, EntityTag, HashAlgorithm, LookupRequest};
 
+#[path = "support/minimal.rs"]
+mod minimal;
 #[path = "support/xxh3.rs"]
 mod xxh3;
+use minimal::minimal;
 use xxh3::Xxh3;
 
 type TestBody = UnsyncBoxBody<Bytes, Infallible>;
@@ -98,35 +100,6 @@ fn drain<B: Body<Data = Bytes> + Unpin>(mut body: B, mut f: impl FnMut(&Bytes)) 
             f(&data);
         }
     }
-}
-
-/// The least a layer that tags bodies with SHA-256 must do, and nothing more: no conditions
-/// read, no predicate, no size or time limit, no `HEAD`, errors not handled.
-fn minimal<S>(
-    mut inner: S,
-) -> impl Service<Request<String>, Response = Response<Full<Bytes>>, Error = Infallible> + Clone
-where
-    S: Service<
-            Request<String>,
-            Response = Response<TestBody>,
-            Error = Infallible,
-            Future = Ready<Result<Response<TestBody>, Infallible>>,
-        > + Clone,
-{
-    service_fn(move |req: Request<String>| {
-        let response = inner.call(req);
-        async move {
-            let (mut head, body) = response.await?.into_parts();
-            let bytes = body.collect().await?.to_bytes();
-            let mut tag = [b'"'; 45];
-            URL_SAFE_NO_PAD
-                .encode_slice(Sha256::digest(&bytes), &mut tag[1..44])
-                .expect("43 bytes hold a SHA-256 digest in base64url");
-            let value = HeaderValue::from_bytes(&tag).expect("base64url is a valid header value");
-            head.headers.insert(http::header::ETAG, value);
-            Ok(Response::from_parts(head, Full::new(bytes)))
-        }
-    })
 }
 
 fn get() -> Request<String> {
