@@ -10,7 +10,7 @@
 //!   [Deferred ─►] Called ─► response ─┬─► Buffering ─► finish (304, 412, or the tagged response)
 //!                                     ├─► AfterWrite ─► done    a serialized write, new ETag
 //!                                     └─► finish
-//!   Answer ─► done                    the layer's own answer, found in `call`
+//!   Answer ─► done                    the layer's own answer, made in `call`
 //! ```
 //!
 //! Each state owns exactly its data; helpers return the next state.
@@ -115,9 +115,10 @@ pin_project! {
             fut: Pin<Box<LookupOnce<L, ReqBody>>>,
             response: Response<ResBody>,
         },
-        // The layer answers by itself; the answer is rendered when polled, so the future
-        // carries a kind, not a response.
+        // The layer answered in `Service::call` (the renderer ran there). Boxed: a rare
+        // answer must not make every future larger.
         Answer {
+            response: Box<Response<ConditionalBody<ResBody>>>,
             kind: RejectionKind,
         },
         Done,
@@ -482,10 +483,11 @@ where
                 };
                 Next::Done(Ok((with_new_etag(response, found), Outcome::Passed)))
             }
-            StateProj::Answer { kind } => {
-                let kind = *kind;
-                self.set(State::Done);
-                Next::Done(Ok(exchange.answer(kind)))
+            StateProj::Answer { .. } => {
+                let StateOwned::Answer { response, kind } = self.take() else {
+                    unreachable!("the state is Answer")
+                };
+                Next::Done(Ok((*response, Outcome::Rejected(kind))))
             }
             StateProj::Done => panic!("ResponseFuture polled after completion"),
             _ => unreachable!("poll_respond is called in the second stage"),

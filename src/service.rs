@@ -18,7 +18,7 @@ use crate::future::{
 use crate::lookup::{Source, Unconfigured, VersionLookup};
 use crate::precondition::{method_kind, Carried, MethodKind, Sent};
 use crate::predicate::{content_type_starts_with, DefaultPredicate, Predicate};
-use crate::response::RejectionKind;
+use crate::response::{Rejection, RejectionKind};
 
 /// Middleware that answers conditional requests; build it with
 /// [`ConditionalLayer`](crate::ConditionalLayer) (or
@@ -170,7 +170,8 @@ impl<S, L, P> Conditional<S, L, P> {
         ResponseFuture::new(State::Called { fut, after_write }, exchange)
     }
 
-    /// The layer's own answer, rendered when the future is polled.
+    /// The layer's own answer, rendered now (a custom renderer runs in `call`, whether or
+    /// not the future is polled) and boxed until the future is.
     fn answer<ReqBody, ResBody>(
         &self,
         exchange: Exchange<P>,
@@ -181,7 +182,9 @@ impl<S, L, P> Conditional<S, L, P> {
         L: VersionLookup<ReqBody>,
         ResBody: Body,
     {
-        ResponseFuture::new(State::Answer { kind }, exchange)
+        let rejection = Rejection::new(kind, exchange.grpc.as_deref().cloned());
+        let response = Box::new(self.config.render(&rejection).map(ConditionalBody::full));
+        ResponseFuture::new(State::Answer { response, kind }, exchange)
     }
 
     /// The service readied for this request is released (whatever it reserved, a

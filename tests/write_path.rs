@@ -413,6 +413,39 @@ async fn a_slow_lookup_behind_a_timeout_fails_closed() {
     assert_eq!(store.calls.total(), 0);
 }
 
+/// The renderer runs when the layer decides, in `Service::call`, for the answers it makes
+/// there (428, 501): a client that goes away before the future is polled still counts.
+#[tokio::test]
+async fn answers_made_in_call_are_rendered_there_even_if_never_polled() {
+    let store = stored("/u/1", "v1");
+    let rendered = Arc::new(AtomicUsize::new(0));
+    let counter = rendered.clone();
+    let count = move |r: &Rejection| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        r.default_response()
+    };
+    // 501: a conditional write and no way to check it.
+    let mut unchecked = ConditionalLayer::new()
+        .on_reject(count.clone())
+        .layer(store.handler());
+    let conditional = with(put("/u/1", "v2"), "if-match", &tag_of("v1"));
+    drop(unchecked.ready().await.unwrap().call(conditional));
+    assert_eq!(rendered.load(Ordering::SeqCst), 1);
+    // 428: preconditions required, none sent.
+    let mut required = ConditionalLayer::new()
+        .lookup(store.lookup())
+        .require_preconditions(true)
+        .on_reject(count)
+        .layer(store.handler());
+    drop(required.ready().await.unwrap().call(put("/u/1", "v2")));
+    assert_eq!(rendered.load(Ordering::SeqCst), 2);
+    // Polled, the same answer comes out.
+    let resp = required.oneshot(put("/u/1", "v2")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PRECONDITION_REQUIRED);
+    assert_eq!(rendered.load(Ordering::SeqCst), 3);
+    assert_eq!(store.calls.total(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_writers_exactly_one_wins_with_serialized_writes() {
     let store = stored("/u/1", "v0");
