@@ -39,7 +39,7 @@ use std::task::{ready, Context, Poll};
 use std::time::SystemTime;
 
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
-use http_body::{Body, SizeHint};
+use http_body::Body;
 use pin_project_lite::pin_project;
 use tower::Service;
 use tower_layer::Layer;
@@ -49,7 +49,7 @@ use crate::etag::EntityTag;
 use crate::header::{parse_date_value, IfRange, TagList};
 use crate::outcome::Outcome;
 use crate::precondition::{evaluate, Conditions, Decision, Options};
-use crate::response::{into_not_modified, Rejection, RejectionKind};
+use crate::response::{into_not_modified, not_modified_hint, Rejection, RejectionKind};
 use crate::validators::Validators;
 
 /// The codings whose suffix is recognised on incoming tags.
@@ -242,7 +242,8 @@ where
                 if head.extensions.get::<Outcome>().is_some() {
                     head.extensions.insert(Outcome::NotModified);
                 }
-                Response::from_parts(head, ConditionalBody::empty(SizeHint::with_exact(0)))
+                let hint = not_modified_hint(this.checks.head, &head.headers);
+                Response::from_parts(head, ConditionalBody::empty(hint))
             }
             Decision::PreconditionFailed(failed) => {
                 drop(body);

@@ -36,7 +36,9 @@ use crate::lookup::{Current, Source, VersionLookup};
 use crate::outcome::{NoTag, Outcome, Untagged};
 use crate::precondition::{evaluate, Carried, Conditions, Decision, Sent};
 use crate::predicate::{fits, HeadFields, Predicate};
-use crate::response::{into_not_modified, not_modified_from, Rejection, RejectionKind};
+use crate::response::{
+    into_not_modified, not_modified_from, not_modified_hint, Rejection, RejectionKind,
+};
 use crate::validators::Validators;
 
 pin_project! {
@@ -573,9 +575,15 @@ impl<P> Exchange<P> {
     #[inline(always)]
     fn finished<B: Body>(&self, response: &mut Response<ConditionalBody<B>>, outcome: Outcome) {
         if matches!(self.method, Method::HEAD) {
+            let hint = not_modified_hint(true, response.headers());
+            let not_modified = response.status() == StatusCode::NOT_MODIFIED;
             let body = response.body_mut();
-            let full = std::mem::replace(body, ConditionalBody::empty(SizeHint::default()));
-            *body = full.without_content();
+            let full = std::mem::replace(body, ConditionalBody::empty(hint));
+            // A 304 has no content, whoever made it: its body is the empty one, sized so
+            // that nothing outside writes a length it does not carry.
+            if !not_modified {
+                *body = full.without_content();
+            }
         }
         tracing::debug!(
             ?outcome,
@@ -1124,10 +1132,21 @@ impl<P: Predicate> Exchange<P> {
             }
         }
         if decision == Decision::NotModified {
+            // A HEAD's 304 keeps the 200's length where it is known (RFC 9110 §8.6: the only
+            // length it may carry): the service's own, or that of the GET body held here.
+            let head_request = matches!(self.method, Method::HEAD);
+            let length = match head.headers.get(header::CONTENT_LENGTH) {
+                _ if !head_request => None,
+                Some(declared) => Some(declared.clone()),
+                None if self.has_get_body() => body.hint().exact().map(HeaderValue::from),
+                None => None,
+            };
             drop(body);
             into_not_modified(&mut head.status, &mut head.headers);
-            // An exact zero: no layer outside (compression) takes it for content to encode.
-            let empty = ConditionalBody::empty(SizeHint::with_exact(0));
+            if let Some(length) = length {
+                head.headers.insert(header::CONTENT_LENGTH, length);
+            }
+            let empty = ConditionalBody::empty(not_modified_hint(head_request, &head.headers));
             return Next::Done(Ok((
                 Response::from_parts(head, empty),
                 Outcome::NotModified,

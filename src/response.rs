@@ -23,6 +23,7 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
+use http_body::SizeHint;
 
 use crate::etag::EntityTag;
 use crate::precondition::Failed;
@@ -297,6 +298,20 @@ pub(crate) fn into_not_modified(status: &mut StatusCode, headers: &mut HeaderMap
     }
     if headers.contains_key(header::ETAG) {
         headers.remove(header::LAST_MODIFIED);
+    }
+}
+
+/// The size a 304's (empty) body reports to what is outside. An exact zero keeps a
+/// compression layer from encoding nothing, and the `Content-Length: 0` that axum's router
+/// makes of it is dropped by hyper from a GET's 304. A HEAD's 304 is another matter: hyper
+/// writes a HEAD response's `Content-Length` as given, and a 304's may only be the 200's
+/// (RFC 9110 §8.6). So a HEAD's 304 that does not carry the 200's length itself reports an
+/// unknown size, and nothing downstream makes one up.
+pub(crate) fn not_modified_hint(head: bool, headers: &HeaderMap) -> SizeHint {
+    if head && !headers.contains_key(header::CONTENT_LENGTH) {
+        SizeHint::default()
+    } else {
+        SizeHint::with_exact(0)
     }
 }
 

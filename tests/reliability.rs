@@ -1406,3 +1406,54 @@ async fn the_service_future_is_gone_before_the_body_is_read() {
     );
     drop(token);
 }
+
+// ---------------------------------------------------------------------------------------
+// 17. A HEAD's 304 inside axum carries the 200's length or none, never `Content-Length: 0`
+// ---------------------------------------------------------------------------------------
+
+/// axum's router turns an exact size hint into `Content-Length`, and hyper writes a HEAD
+/// response's as given: a HEAD's 304 must not say 0 for an 11-byte representation (RFC 9110
+/// §8.6), whether the layer made it from the GET's body or from the lookup alone.
+#[tokio::test]
+async fn a_head_304_inside_axum_never_claims_a_zero_length() {
+    let page = || async { "hello world" };
+    let tag = independent_tag(b"hello world");
+    let known = tag.clone();
+    let lookup = lookup_fn(move |_req: LookupRequest| {
+        let etag = tower_conditional::EntityTag::parse(known.as_bytes()).unwrap();
+        std::future::ready(Ok::<_, Infallible>(Some(Validators::new().with_etag(etag))))
+    });
+    let router = axum::Router::new()
+        .route("/hashed", axum::routing::get(page))
+        .layer(ConditionalLayer::new())
+        .merge(
+            axum::Router::new()
+                .route("/looked-up", axum::routing::get(page))
+                .route_layer(ConditionalLayer::new().lookup(lookup).lookup_reads(true)),
+        );
+    let addr = serve(router).await;
+
+    for path in ["/hashed", "/looked-up"] {
+        let plain = raw_head(addr, &format!("HEAD {path} HTTP/1.1\r\nHost: t\r\n\r\n")).await;
+        assert!(plain.contains("content-length: 11"), "{plain}");
+        for method in ["HEAD", "GET"] {
+            let raw =
+                format!("{method} {path} HTTP/1.1\r\nHost: t\r\nIf-None-Match: {tag}\r\n\r\n");
+            let head = raw_head(addr, &raw).await;
+            assert!(head.starts_with("HTTP/1.1 304"), "{method} {path}: {head}");
+            for line in head.lines().filter(|l| l.starts_with("content-length:")) {
+                assert_eq!(line.trim(), "content-length: 11", "{method} {path}: {head}");
+            }
+        }
+        // HTTP/2: the same HEAD.
+        let req = Request::head(path)
+            .header(header::IF_NONE_MATCH, tag.as_str())
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = ask(H2, addr, req).await;
+        assert_eq!(resp.status(), StatusCode::NOT_MODIFIED, "{path}");
+        if let Some(length) = resp.headers().get(header::CONTENT_LENGTH) {
+            assert_eq!(length, "11", "HTTP/2 HEAD {path}");
+        }
+    }
+}
