@@ -86,6 +86,12 @@ async fn replace(
 }
 
 /// The stack, outermost first: trace → coding tags → compression → conditional → handler.
+///
+/// Applied with the method router's `route_layer`, to the methods `/report` has: a request
+/// that would be 404 (another path) or 405 (another method) without its preconditions is
+/// answered so with them too — routing decides before any precondition is evaluated (RFC 9110
+/// §13.2.1) — and the lookup is only asked about what exists. (`Router::layer` and
+/// `Router::route_layer` would also wrap the 405 answer, and `Router::layer` the 404 one.)
 fn app(store: Store) -> Router {
     let lookup_store = store.clone();
     let lookup = lookup_fn(move |_req: LookupRequest| {
@@ -95,16 +101,14 @@ fn app(store: Store) -> Router {
             Ok::<_, Infallible>(Some(current))
         }
     });
+    let stack = ServiceBuilder::new()
+        .layer(TraceLayer::new_for_http())
+        .layer(CodingTagsLayer::new())
+        .layer(CompressionLayer::new())
+        .layer(ConditionalLayer::new().lookup(lookup));
     Router::new()
-        .route("/report", get(report).put(replace))
+        .route("/report", get(report).put(replace).route_layer(stack))
         .with_state(store)
-        .layer(
-            ServiceBuilder::new()
-                .layer(TraceLayer::new_for_http())
-                .layer(CodingTagsLayer::new())
-                .layer(CompressionLayer::new())
-                .layer(ConditionalLayer::new().lookup(lookup)),
-        )
 }
 
 #[tokio::main]

@@ -235,6 +235,24 @@ async fn service_builder_gives_each_coding_its_own_tag_and_lookups_validate_both
     assert_eq!(fresh.status(), StatusCode::NO_CONTENT);
     let now = call(a, "GET", "/report", &[("accept-encoding", "identity")], "").await;
     assert_eq!(collect(now.into_body()).await, "third report");
+
+    // The router decides first (RFC 9110 §13.2.1): what is 404 or 405 without preconditions
+    // stays so with them, and nothing is written.
+    for (method, path, expect) in [
+        ("DELETE", "/report", StatusCode::METHOD_NOT_ALLOWED),
+        ("POST", "/report", StatusCode::METHOD_NOT_ALLOWED),
+        ("PUT", "/nope", StatusCode::NOT_FOUND),
+        ("DELETE", "/nope", StatusCode::NOT_FOUND),
+    ] {
+        let bare = call(a, method, path, &[], "x").await;
+        assert_eq!(bare.status(), expect, "{method} {path}");
+        for condition in [("if-match", "\"x\""), ("if-none-match", "*")] {
+            let r = call(a, method, path, &[condition], "x").await;
+            assert_eq!(r.status(), expect, "{method} {path} with {condition:?}");
+        }
+    }
+    let now = call(a, "GET", "/report", &[("accept-encoding", "identity")], "").await;
+    assert_eq!(collect(now.into_body()).await, "third report");
 }
 
 /// The example's message types, for the client side.
