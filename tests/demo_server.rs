@@ -1264,6 +1264,54 @@ async fn scim_versioning_304_stale_if_match_412_and_optional_if_match() {
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
 }
 
+/// A POST's preconditions are about the collection it adds to (RFC 9110 §13.1): a false one
+/// is 412 and creates nothing; a true one creates.
+#[tokio::test]
+async fn scim_post_to_a_collection_honours_its_preconditions() {
+    let server = start_scim(&temp_path("scim-collection.sqlite"), &[]);
+    let scim = Scim { addr: server.addr };
+    let listing = scim.get("/Users").await;
+    assert_eq!(listing.status, StatusCode::OK);
+    let collection = listing.etag();
+    let user =
+        |name: &str| serde_json::json!({ "schemas": [USER_SCHEMA], "userName": name }).to_string();
+    for (name, value) in [
+        ("if-match", "\"another\""),
+        ("if-match", "W/\"another\""),
+        ("if-match", "not a tag"),
+        ("if-none-match", "*"),
+        ("if-none-match", collection.as_str()),
+    ] {
+        scim.call("POST", "/Users", &[(name, value)], &user("refused"))
+            .await
+            .assert_error(StatusCode::PRECONDITION_FAILED, None);
+    }
+    let after = scim.get("/Users").await;
+    assert_eq!(after.json["totalResults"], 0, "nothing was created");
+    assert_eq!(after.etag(), collection);
+    scim.call(
+        "POST",
+        "/Users",
+        &[("if-match", &collection)],
+        &user("first"),
+    )
+    .await
+    .assert_resource(StatusCode::CREATED, "User");
+    scim.call("POST", "/Users", &[("if-match", "*")], &user("second"))
+        .await
+        .assert_resource(StatusCode::CREATED, "User");
+    // The collection changed: the first tag is stale now.
+    scim.call(
+        "POST",
+        "/Users",
+        &[("if-match", &collection)],
+        &user("third"),
+    )
+    .await
+    .assert_error(StatusCode::PRECONDITION_FAILED, None);
+    assert_eq!(scim.get("/Users").await.json["totalResults"], 2);
+}
+
 #[tokio::test]
 async fn scim_strict_requires_if_match_with_428() {
     let server = start_scim(&temp_path("scim-strict.sqlite"), &["--strict"]);
@@ -1279,14 +1327,22 @@ async fn scim_strict_requires_if_match_with_428() {
         { "op": "replace", "path": "title", "value": "y" }
     ] })
     .to_string();
+    // If-Match is what is required: another guard (If-None-Match, a true
+    // If-Unmodified-Since) does not stand in for it.
     for (method, body) in [
         ("PUT", body.as_str()),
         ("PATCH", patch.as_str()),
         ("DELETE", ""),
     ] {
-        scim.call(method, &path, &[], body)
-            .await
-            .assert_error(StatusCode::PRECONDITION_REQUIRED, None);
+        for headers in [
+            &[][..],
+            &[("if-none-match", "\"other\"")][..],
+            &[("if-unmodified-since", "Fri, 31 Dec 9999 23:59:59 GMT")][..],
+        ] {
+            scim.call(method, &path, headers, body)
+                .await
+                .assert_error(StatusCode::PRECONDITION_REQUIRED, None);
+        }
     }
     assert_eq!(
         scim.get(&path).await.etag(),

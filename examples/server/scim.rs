@@ -14,7 +14,10 @@
 //!   stored tag and a stale one is 412 before the handler runs; the handler's write is a
 //!   compare-and-swap on the validated tag (`Expectation`), so a writer that got in between
 //!   (another process, say) still makes it 412 and nothing is lost. `--strict` makes it
-//!   required (428 without it).
+//!   required (428 without it; another guard such as `If-None-Match` does not stand in).
+//! - A POST's preconditions are about the collection it adds to: evaluated against the
+//!   collection's listing (its tag is the one a GET of it carries); a false one is 412 and
+//!   nothing is created.
 //! - Without `If-Match`, a PATCH is applied to the version read and written as a
 //!   compare-and-swap on it, retried on a concurrent change: no update is lost either.
 //!
@@ -38,7 +41,10 @@ use axum::routing::{any, get};
 use axum::{Extension, Router};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
-use tower_conditional::{ConditionalLayer, Expectation, Rejection, RejectionKind};
+use tower_conditional::precondition::{evaluate, Decision, Options};
+use tower_conditional::{
+    ConditionalLayer, EntityTag, Expectation, Rejection, RejectionKind, Validators,
+};
 
 use crate::app::{expect_of, Settings};
 use crate::db::{Db, Expect, NewDoc, Outcome, Row};
@@ -134,6 +140,26 @@ impl IntoResponse for ScimError {
     }
 }
 
+/// The 428's detail, from the layer or from [`require_if_match`].
+const IF_MATCH_REQUIRED: &str = "this server requires versioned writes: send If-Match with the \
+     resource's meta.version (its ETag) on PUT, PATCH and DELETE";
+
+/// `--strict`: PUT, PATCH and DELETE name the version they change with `If-Match`, or get
+/// 428 (RFC 6585 §3) before anything else is looked at. SCIM versioning is `If-Match` (RFC
+/// 7644 §3.14); the layer's `require_preconditions` alone would also take an
+/// `If-None-Match` or an `If-Unmodified-Since` for a guard.
+async fn require_if_match(request: Request, next: Next) -> Response {
+    let versioned = matches!(
+        *request.method(),
+        Method::PUT | Method::PATCH | Method::DELETE
+    );
+    if versioned && !request.headers().contains_key(header::IF_MATCH) {
+        return ScimError::new(StatusCode::PRECONDITION_REQUIRED, None, IF_MATCH_REQUIRED)
+            .into_response();
+    }
+    next.run(request).await
+}
+
 /// The layer's own answers (404, 412, 428, 503) as SCIM errors.
 pub fn rejection(r: &Rejection) -> http::Response<Bytes> {
     let detail = match r.kind() {
@@ -141,10 +167,7 @@ pub fn rejection(r: &Rejection) -> http::Response<Bytes> {
             "a precondition failed: the resource's current version (meta.version) is not the \
              one If-Match names (or If-None-Match: * found it existing); nothing was changed"
         }
-        RejectionKind::PreconditionRequired => {
-            "this server requires versioned writes: send If-Match with the resource's \
-             meta.version (its ETag) on PUT, PATCH and DELETE"
-        }
+        RejectionKind::PreconditionRequired => IF_MATCH_REQUIRED,
         RejectionKind::LookupFailed => {
             "the resource's current version could not be read; nothing was changed, retry later"
         }
@@ -227,8 +250,9 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 pub fn router(db: Db, settings: &Settings) -> Router {
     // Reads only: the layer hashes the body for a strong ETag and answers 304.
     let discovery = || ConditionalLayer::new().no_lookup().on_reject(rejection);
-    // List and create. A POST creates a new resource: no precondition applies (and
-    // --strict asks for none), the handler assigns the id.
+    // List and create. A POST's preconditions are about the collection it adds to; without a
+    // lookup here (a list's tag is the hash of its body) the create handler evaluates them.
+    // --strict asks for none on a POST: the handler assigns the id.
     let collection = || ConditionalLayer::new().no_lookup().on_reject(rejection);
     // One resource: its tag comes from the store; writes are checked against it.
     let resource = |kind: &'static str| {
@@ -278,21 +302,22 @@ pub fn router(db: Db, settings: &Settings) -> Router {
         );
     // Users and Groups: the collection, and one resource.
     for kind in KINDS {
+        let mut one = get(move |s, i, h, q| fetch(kind, s, i, h, q))
+            .put(move |m, s, i, h, q, e, b| update(kind, m, s, i, h, q, e, b))
+            .patch(move |m, s, i, h, q, e, b| update(kind, m, s, i, h, q, e, b))
+            .delete(move |s, i, e| delete(kind, s, i, e))
+            .route_layer(resource(kind.name));
+        if settings.strict {
+            one = one.route_layer(middleware::from_fn(require_if_match));
+        }
         router = router
             .route(
                 &p(kind.endpoint),
                 get(move |s, h, q| list(kind, s, h, q))
-                    .post(move |s, h, q, b| create(kind, s, h, q, b))
+                    .post(move |s, h, q, e, b| create(kind, s, h, q, e, b))
                     .route_layer(collection()),
             )
-            .route(
-                &p(&format!("{}/{{id}}", kind.endpoint)),
-                get(move |s, i, h, q| fetch(kind, s, i, h, q))
-                    .put(move |m, s, i, h, q, e, b| update(kind, m, s, i, h, q, e, b))
-                    .patch(move |m, s, i, h, q, e, b| update(kind, m, s, i, h, q, e, b))
-                    .delete(move |s, i, e| delete(kind, s, i, e))
-                    .route_layer(resource(kind.name)),
-            );
+            .route(&p(&format!("{}/{{id}}", kind.endpoint)), one);
     }
     router
         .route(&p("/Bulk"), any(|| not_implemented("/Bulk")))
@@ -796,9 +821,17 @@ async fn create(
     State(db): State<Db>,
     headers: HeaderMap,
     query: QueryParams,
+    expectation: Option<Extension<Expectation>>,
     body: Bytes,
 ) -> Result<Response, ScimError> {
+    let pairs = match &query {
+        Ok(Query(pairs)) => pairs.clone(),
+        Err(_) => Vec::new(),
+    };
     let projection = params(query)?.projection;
+    if let Some(Extension(expectation)) = &expectation {
+        collection_preconditions(kind, &db, &headers, pairs, expectation).await?;
+    }
     let attributes = parse_object(&body)?;
     let id = new_id();
     let now = crate::db::now();
@@ -823,6 +856,45 @@ async fn create(
             format!("unexpected store outcome {other:?}"),
         )),
     }
+}
+
+/// A POST's preconditions (RFC 9110 §13.1), evaluated against the collection it adds to, as
+/// a GET of the same URI shows it now: its tag is the one the layer gives that listing. A
+/// false one (`If-Match` with another tag, `If-None-Match: *` — the collection exists, —
+/// an `If-Unmodified-Since`) is 412 and nothing is created. (The listing and the insert are
+/// not one transaction: a concurrent create may land in between; SCIM clients version
+/// resources, not collections.)
+async fn collection_preconditions(
+    kind: ResourceKind,
+    db: &Db,
+    headers: &HeaderMap,
+    query: Vec<(String, String)>,
+    expectation: &Expectation,
+) -> Result<(), ScimError> {
+    if expectation.is_evaluated() || expectation.conditions().is_empty() {
+        return Ok(());
+    }
+    let listing = list(kind, State(db.clone()), headers.clone(), Ok(Query(query))).await?;
+    let bytes = axum::body::to_bytes(listing.into_body(), usize::MAX)
+        .await
+        .map_err(|e| ScimError::new(StatusCode::INTERNAL_SERVER_ERROR, None, e.to_string()))?;
+    let current = Validators::new().with_etag(EntityTag::from_content(&bytes));
+    let decision = evaluate(
+        &Method::POST,
+        expectation.conditions(),
+        Some(&current),
+        Options::default(),
+    );
+    if let Decision::PreconditionFailed(_) = decision {
+        return Err(ScimError::new(
+            StatusCode::PRECONDITION_FAILED,
+            None,
+            "a precondition on the collection failed (If-Match names another version of \
+             it, If-None-Match: * found it existing, or it changed since \
+             If-Unmodified-Since); nothing was created",
+        ));
+    }
+    Ok(())
 }
 
 async fn fetch(
