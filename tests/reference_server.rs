@@ -184,6 +184,39 @@ async fn contract_writes() {
     )
     .await;
     assert_eq!(partial.status(), StatusCode::BAD_REQUEST, "RFC 9110 §14.5");
+    // What the head alone refuses (a partial PUT, a PATCH that is not JSON) is refused so
+    // with preconditions too, true or false, on every item route (RFC 9110 §13.2.1).
+    for path in ["/items/w", "/strict/items/w"] {
+        for condition in [
+            &[("if-match", "\"stale\"")][..],
+            &[("if-match", tag.as_str())][..],
+            &[("if-none-match", "*")][..],
+            &[][..],
+        ] {
+            let mut range = vec![("content-range", "bytes 0-1/10")];
+            range.extend_from_slice(condition);
+            let partial = call(s.addr, "PUT", path, &range, "ab").await;
+            assert_eq!(
+                partial.status(),
+                StatusCode::BAD_REQUEST,
+                "{path} {condition:?}"
+            );
+            let mut text = vec![("content-type", "text/plain")];
+            text.extend_from_slice(condition);
+            let patch = call(s.addr, "PATCH", path, &text, "{}").await;
+            assert_eq!(
+                patch.status(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{path} {condition:?}"
+            );
+            assert_eq!(
+                patch.headers()["accept-patch"],
+                "application/merge-patch+json"
+            );
+        }
+    }
+    let unchanged = call(s.addr, "GET", "/items/w", &[], "").await;
+    assert_eq!(common::tag(unchanged.headers()), tag, "nothing was written");
     let replaced = call(s.addr, "PUT", "/items/w", &[("if-match", &tag)], "plain").await;
     assert_eq!(replaced.status(), StatusCode::OK);
 
