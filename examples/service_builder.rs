@@ -23,8 +23,10 @@ use std::convert::Infallible;
 use std::sync::{Arc, RwLock};
 
 use axum::body::Bytes;
+use axum::extract::Request;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
@@ -60,16 +62,8 @@ async fn report(State(store): State<Store>) -> Response {
 async fn replace(
     State(store): State<Store>,
     expectation: Option<Extension<Expectation>>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let plain = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("text/plain"));
-    if !plain {
-        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "send text/plain\n").into_response();
-    }
     let mut stored = store.write().unwrap();
     if let Some(expected) = expectation.as_ref().and_then(|e| e.etag()) {
         if !expected.strong_eq(&EntityTag::from_content(&stored)) {
@@ -83,6 +77,20 @@ async fn replace(
         [(header::ETAG, tag.to_header_value())],
     )
         .into_response()
+}
+
+/// A PUT that is not `text/plain` is refused from its head alone, before the stack: RFC 9110
+/// §13.2.1 has such failures (415 here) take precedence over preconditions.
+async fn plain_text_puts(request: Request, next: Next) -> Response {
+    let plain = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/plain"));
+    if request.method() == Method::PUT && !plain {
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "send text/plain\n").into_response();
+    }
+    next.run(request).await
 }
 
 /// The stack, outermost first: trace → coding tags → compression → conditional → handler.
@@ -107,7 +115,13 @@ fn app(store: Store) -> Router {
         .layer(CompressionLayer::new())
         .layer(ConditionalLayer::new().lookup(lookup));
     Router::new()
-        .route("/report", get(report).put(replace).route_layer(stack))
+        .route(
+            "/report",
+            get(report)
+                .put(replace)
+                .route_layer(stack)
+                .route_layer(middleware::from_fn(plain_text_puts)),
+        )
         .with_state(store)
 }
 

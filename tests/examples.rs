@@ -251,6 +251,21 @@ async fn service_builder_gives_each_coding_its_own_tag_and_lookups_validate_both
             assert_eq!(r.status(), expect, "{method} {path} with {condition:?}");
         }
     }
+    // So does what the head alone refuses: a PUT that is not text/plain is 415 either way.
+    for condition in [
+        &[][..],
+        &[("if-match", "\"x\"")][..],
+        &[("if-none-match", "*")][..],
+    ] {
+        let mut headers = vec![("content-type", "text/html")];
+        headers.extend_from_slice(condition);
+        let r = call(a, "PUT", "/report", &headers, "<p>new</p>").await;
+        assert_eq!(
+            r.status(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{condition:?}"
+        );
+    }
     let now = call(a, "GET", "/report", &[("accept-encoding", "identity")], "").await;
     assert_eq!(collect(now.into_body()).await, "third report");
 }
