@@ -1286,6 +1286,15 @@ async fn scim_post_to_a_collection_honours_its_preconditions() {
             .await
             .assert_error(StatusCode::PRECONDITION_FAILED, None);
     }
+    // A query a create ignores does not turn the 412 into the listing's 400.
+    scim.call(
+        "POST",
+        "/Users?filter=bad%20filter",
+        &[("if-match", "\"another\"")],
+        &user("refused"),
+    )
+    .await
+    .assert_error(StatusCode::PRECONDITION_FAILED, None);
     let after = scim.get("/Users").await;
     assert_eq!(after.json["totalResults"], 0, "nothing was created");
     assert_eq!(after.etag(), collection);
@@ -1310,6 +1319,35 @@ async fn scim_post_to_a_collection_honours_its_preconditions() {
     .await
     .assert_error(StatusCode::PRECONDITION_FAILED, None);
     assert_eq!(scim.get("/Users").await.json["totalResults"], 2);
+}
+
+/// Over HTTP/2 the host is in `:authority`, not `Host`: URLs built from it (`Location`,
+/// `meta.location`) name the server as over HTTP/1.1.
+#[tokio::test]
+async fn scim_over_http2_builds_urls_from_the_authority() {
+    let server = start_scim(&temp_path("scim-h2.sqlite"), &[]);
+    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let body = serde_json::json!({ "schemas": [USER_SCHEMA], "userName": "h2" }).to_string();
+    let request = http::Request::post(format!("http://{}/scim/v2/Users", server.addr))
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header(header::CONTENT_TYPE, "application/scim+json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    assert!(!request.headers().contains_key(header::HOST));
+    let (status, headers, bytes) = collected(sender.send_request(request).await.unwrap()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let base = format!("http://{}/scim/v2/Users/", server.addr);
+    let location = headers[header::LOCATION].to_str().unwrap();
+    assert!(location.starts_with(&base), "{location}");
+    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(json["meta"]["location"], location);
 }
 
 #[tokio::test]

@@ -16,8 +16,8 @@
 //!   (another process, say) still makes it 412 and nothing is lost. `--strict` makes it
 //!   required (428 without it; another guard such as `If-None-Match` does not stand in).
 //! - A POST's preconditions are about the collection it adds to: evaluated against the
-//!   collection's listing (its tag is the one a GET of it carries); a false one is 412 and
-//!   nothing is created.
+//!   collection's listing (its tag is the one a GET of it carries; it has no `Last-Modified`,
+//!   so `If-Unmodified-Since` is ignored); a false one is 412 and nothing is created.
 //! - Without `If-Match`, a PATCH is applied to the version read and written as a
 //!   compare-and-swap on it, retried on a concurrent change: no update is lost either.
 //!
@@ -329,7 +329,21 @@ pub fn router(db: Db, settings: &Settings) -> Router {
             settings.token.clone(),
             authenticate,
         ))
+        .layer(middleware::from_fn(host_from_authority))
         .with_state(db)
+}
+
+/// An HTTP/2 request names its host in `:authority` (the URI), not in `Host` (RFC 9113
+/// §8.3.1): copied into `Host`, so `meta.location`, `Location` and every URL built from the
+/// request's host (and so each representation and its tag) are the same on both protocols.
+async fn host_from_authority(mut request: Request, next: Next) -> Response {
+    if !request.headers().contains_key(header::HOST) {
+        let authority = request.uri().authority().map(|a| a.as_str().to_owned());
+        if let Some(value) = authority.and_then(|a| HeaderValue::from_str(&a).ok()) {
+            request.headers_mut().insert(header::HOST, value);
+        }
+    }
+    next.run(request).await
 }
 
 async fn not_implemented(what: &str) -> ScimError {
@@ -824,13 +838,9 @@ async fn create(
     expectation: Option<Extension<Expectation>>,
     body: Bytes,
 ) -> Result<Response, ScimError> {
-    let pairs = match &query {
-        Ok(Query(pairs)) => pairs.clone(),
-        Err(_) => Vec::new(),
-    };
     let projection = params(query)?.projection;
     if let Some(Extension(expectation)) = &expectation {
-        collection_preconditions(kind, &db, &headers, pairs, expectation).await?;
+        collection_preconditions(kind, &db, &headers, expectation).await?;
     }
     let attributes = parse_object(&body)?;
     let id = new_id();
@@ -859,22 +869,28 @@ async fn create(
 }
 
 /// A POST's preconditions (RFC 9110 §13.1), evaluated against the collection it adds to, as
-/// a GET of the same URI shows it now: its tag is the one the layer gives that listing. A
-/// false one (`If-Match` with another tag, `If-None-Match: *` — the collection exists, —
-/// an `If-Unmodified-Since`) is 412 and nothing is created. (The listing and the insert are
-/// not one transaction: a concurrent create may land in between; SCIM clients version
-/// resources, not collections.)
+/// a GET of it shows it now (the collection itself: a POST's query, which a create ignores,
+/// selects nothing); its tag is the one the layer gives that listing. A false one (`If-Match`
+/// with another tag, `If-None-Match: *` — the collection exists) is 412 and nothing is
+/// created; the listing has no `Last-Modified`, so `If-Unmodified-Since` is ignored (§13.1.4).
+/// (The listing and the insert are not one transaction: a concurrent create may land in
+/// between; SCIM clients version resources, not collections.)
 async fn collection_preconditions(
     kind: ResourceKind,
     db: &Db,
     headers: &HeaderMap,
-    query: Vec<(String, String)>,
     expectation: &Expectation,
 ) -> Result<(), ScimError> {
     if expectation.is_evaluated() || expectation.conditions().is_empty() {
         return Ok(());
     }
-    let listing = list(kind, State(db.clone()), headers.clone(), Ok(Query(query))).await?;
+    let listing = list(
+        kind,
+        State(db.clone()),
+        headers.clone(),
+        Ok(Query(Vec::new())),
+    )
+    .await?;
     let bytes = axum::body::to_bytes(listing.into_body(), usize::MAX)
         .await
         .map_err(|e| ScimError::new(StatusCode::INTERNAL_SERVER_ERROR, None, e.to_string()))?;
@@ -890,8 +906,7 @@ async fn collection_preconditions(
             StatusCode::PRECONDITION_FAILED,
             None,
             "a precondition on the collection failed (If-Match names another version of \
-             it, If-None-Match: * found it existing, or it changed since \
-             If-Unmodified-Since); nothing was created",
+             it, or If-None-Match: * found it existing); nothing was created",
         ));
     }
     Ok(())
