@@ -219,6 +219,14 @@ fn start_sqlite_server(name: &str) -> Running {
     )
 }
 
+/// `/Items` serializes conditional writes: a writer stalled mid-body holds an item only
+/// until the request timeout.
+#[tokio::test]
+async fn a_stalled_conditional_write_frees_its_item_after_the_request_timeout() {
+    let server = start_sqlite_server("stall.sqlite");
+    common::stalled_write_is_bounded(server.addr, "/Items/stall").await;
+}
+
 #[tokio::test]
 async fn curl_revalidates_and_gets_412_for_a_stale_put() {
     if !have("curl", "--version") {

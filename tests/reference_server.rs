@@ -373,3 +373,12 @@ async fn contract_streams() {
     let data = first.unwrap().unwrap().into_data().unwrap();
     assert!(String::from_utf8_lossy(&data).contains("data: tick"));
 }
+
+/// A conditional write that stalls mid-body holds its item's write lock only until the item
+/// routes' request timeout (10 s): it then gets 408, and the next conditional write to the
+/// item goes through — not only once the stalled client goes away.
+#[tokio::test]
+async fn a_stalled_conditional_write_frees_its_item_after_the_request_timeout() {
+    let s = start();
+    common::stalled_write_is_bounded(s.addr, "/items/stall").await;
+}

@@ -20,6 +20,7 @@ use serde_json::Value;
 use tower_conditional::{
     lookup_fn, ConditionalLayer, EntityTag, Expectation, LookupRequest, Validators,
 };
+use tower_http::timeout::TimeoutLayer;
 
 /// One stored representation, with its strong tag computed once, when it is written.
 #[derive(Clone)]
@@ -449,6 +450,17 @@ fn item_layer(
         .serialize_writes(true)
 }
 
+/// How long one request on an item route may take, body included. A conditional write holds
+/// its item's write lock (`serialize_writes`) while its handler reads the body: a client that
+/// stalls mid-body would otherwise hold it, and every other conditional write to that item
+/// would wait, for as long as it keeps the connection open. After this, 408 and the lock is
+/// free (the layer's docs: bound the wait with a timeout outside the layer).
+pub const ITEM_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn request_timeout() -> TimeoutLayer {
+    TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, ITEM_REQUEST_TIMEOUT)
+}
+
 fn item_routes(store: &Store) -> MethodRouter<Store> {
     get(get_item)
         .put(put_item)
@@ -458,6 +470,7 @@ fn item_routes(store: &Store) -> MethodRouter<Store> {
         .options(options_item)
         .route_layer(item_layer(store))
         .route_layer(middleware::from_fn(refuse_early))
+        .route_layer(request_timeout())
 }
 
 fn strict_item_routes(store: &Store) -> MethodRouter<Store> {
@@ -472,6 +485,7 @@ fn strict_item_routes(store: &Store) -> MethodRouter<Store> {
     relaxed
         .merge(strict)
         .route_layer(middleware::from_fn(refuse_early))
+        .route_layer(request_timeout())
 }
 
 async fn blob(Path(n): Path<String>) -> Response {

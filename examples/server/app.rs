@@ -3,6 +3,7 @@
 //! `tour` example through `#[path]`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, State};
@@ -12,6 +13,7 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use serde_json::{json, Value};
 use tower_conditional::{lookup_fn, ConditionalLayer, Expectation, LookupRequest, Validators};
+use tower_http::timeout::TimeoutLayer;
 
 use crate::db::{entity_tag, header_form, Db, Expect, NewDoc, Outcome, Row};
 
@@ -38,10 +40,20 @@ pub fn app(db: Db, settings: &Settings) -> Router {
             get(get_item)
                 .put(put_item)
                 .delete(delete_item)
-                .route_layer(items),
+                .route_layer(items)
+                .route_layer(request_timeout()),
         )
         .with_state(db.clone());
     crate::scim::router(db, settings).merge(plain)
+}
+
+/// How long one request on a route with serialized writes may take, body included: a
+/// conditional write holds its target's write lock while its handler reads the body, and a
+/// client that stalls mid-body would hold it — and make every other conditional write to
+/// that target wait — for as long as it keeps the connection open. After this, 408 and the
+/// lock is free (the layer's `serialize_writes` docs: bound the wait with a timeout outside).
+pub fn request_timeout() -> TimeoutLayer {
+    TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(10))
 }
 
 /// The lookup for one kind: the stored tag and modification time, straight from the row

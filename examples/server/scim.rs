@@ -306,7 +306,8 @@ pub fn router(db: Db, settings: &Settings) -> Router {
             .put(move |m, s, i, h, q, e, b| update(kind, m, s, i, h, q, e, b))
             .patch(move |m, s, i, h, q, e, b| update(kind, m, s, i, h, q, e, b))
             .delete(move |s, i, e| delete(kind, s, i, e))
-            .route_layer(resource(kind.name));
+            .route_layer(resource(kind.name))
+            .route_layer(crate::app::request_timeout());
         if settings.strict {
             one = one.route_layer(middleware::from_fn(require_if_match));
         }

@@ -607,3 +607,54 @@ pub fn spawn_example(name: &str, args: &[&str]) -> Running {
     std::thread::spawn(move || for _ in lines {});
     Running { child, addr }
 }
+
+/// A conditional PUT to `path` (created first, unconditionally) that stalls mid-body holds
+/// the target's write lock (`serialize_writes`) only until the route's request timeout: the
+/// next conditional PUT waits for it, gets through, and the stalled one gets 408 and writes
+/// nothing. For servers whose timeout is about 10 s.
+pub async fn stalled_write_is_bounded(addr: SocketAddr, path: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let created = call(addr, "PUT", path, &[], "v0").await;
+    assert!(created.status().is_success(), "{}", created.status());
+    let tag = tag(created.headers());
+
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: t\r\nIf-Match: {tag}\r\nContent-Length: 100\r\n\r\nabcde"
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await; // it holds the lock now
+
+    let started = std::time::Instant::now();
+    // Longer than `call`'s liveness bound: this one waits for the timeout on purpose.
+    let next = tokio::time::timeout(
+        Duration::from_secs(40),
+        send(addr, request("PUT", path, &[("if-match", &tag)], "v1")),
+    )
+    .await
+    .expect("the lock is free after the stalled write's timeout");
+    let waited = started.elapsed();
+    assert!(
+        next.status().is_success(),
+        "{} after {waited:?}",
+        next.status()
+    );
+    assert!(
+        waited >= Duration::from_secs(5),
+        "it waited for the lock: {waited:?}"
+    );
+
+    let mut answer = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut answer))
+        .await
+        .expect("the stalled writer has its answer")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let now = call(addr, "GET", path, &[], "").await;
+    assert_eq!(
+        collect(now.into_body()).await,
+        "v1",
+        "the stalled write wrote nothing"
+    );
+}
