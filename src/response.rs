@@ -302,8 +302,10 @@ pub(crate) fn into_not_modified(status: &mut StatusCode, headers: &mut HeaderMap
 }
 
 /// The size a 304's (empty) body reports to what is outside. An exact zero keeps a
-/// compression layer from encoding nothing, and the `Content-Length: 0` that axum's router
-/// makes of it is dropped by hyper from a GET's 304. A HEAD's 304 is another matter: hyper
+/// compression layer outside from encoding nothing (tower-http's compresses a body of
+/// unknown size, 304 or not, and over HTTP/2 that would put DATA frames on a 304). axum's
+/// router makes a `Content-Length: 0` of it, which hyper's HTTP/1.1 writer drops from a
+/// GET's 304 (over HTTP/2 it goes out: a known limit). A HEAD's 304 is another matter: hyper
 /// writes a HEAD response's `Content-Length` as given, and a 304's may only be the 200's
 /// (RFC 9110 §8.6). So a HEAD's 304 that does not carry the 200's length itself reports an
 /// unknown size, and nothing downstream makes one up.
