@@ -1334,14 +1334,7 @@ async fn scim_post_to_a_collection_honours_its_preconditions() {
 #[tokio::test]
 async fn scim_over_http2_builds_urls_from_the_authority() {
     let server = start_scim(&temp_path("scim-h2.sqlite"), &[]);
-    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut sender = common::h2_client(server.addr).await;
     let body = serde_json::json!({ "schemas": [USER_SCHEMA], "userName": "h2" }).to_string();
     let request = http::Request::post(format!("http://{}/scim/v2/Users", server.addr))
         .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))

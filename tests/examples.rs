@@ -394,14 +394,7 @@ mod grpc {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             let server = spawn_example("grpc", &["--addr", "127.0.0.1:0"]);
-            let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-            let (mut sender, conn) = hyper::client::conn::http2::handshake(
-                hyper_util::rt::TokioExecutor::new(),
-                hyper_util::rt::TokioIo::new(stream),
-            )
-            .await
-            .unwrap();
-            tokio::spawn(conn);
+            let mut sender = common::h2_client(server.addr).await;
             let req = Request::post(format!("http://{}/items.Items/Update", server.addr))
                 .header("content-type", "application/grpc")
                 .header("te", "trailers")

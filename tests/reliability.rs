@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::body::Body;
 use bytes::Bytes;
 use common::{
-    body_text, call, collect, etag, full, independent_tag, live, percent_decoded, request, send,
-    serve, Calls, Lookup, Store, TestBody,
+    body_text, call, collect, etag, full, h2_client, independent_tag, live, percent_decoded,
+    request, send, serve, Calls, Lookup, Store, TestBody,
 };
 use futures_util::StreamExt;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
@@ -36,19 +36,6 @@ use tower_conditional::{lookup_fn, BoxError, ConditionalLayer, LookupRequest, Va
 
 const H1: Version = Version::HTTP_11;
 const H2: Version = Version::HTTP_2;
-
-/// An HTTP/2 connection; clone the sender to multiplex requests on it.
-async fn h2_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    sender
-}
 
 /// An HTTP/1.1 request in its HTTP/2 form: the scheme and authority in the URI, no `Host`.
 fn for_h2(addr: SocketAddr, mut req: Request<Full<Bytes>>) -> Request<Full<Bytes>> {

@@ -658,3 +658,16 @@ pub async fn stalled_write_is_bounded(addr: SocketAddr, path: &str) {
         "the stalled write wrote nothing"
     );
 }
+
+/// An HTTP/2 connection (prior knowledge); clone the sender to multiplex requests on it.
+pub async fn h2_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    sender
+}
