@@ -36,9 +36,7 @@ use crate::lookup::{Current, Source, VersionLookup};
 use crate::outcome::{NoTag, Outcome, Untagged};
 use crate::precondition::{evaluate, Carried, Conditions, Decision, Sent};
 use crate::predicate::{fits, HeadFields, Predicate};
-use crate::response::{
-    into_not_modified, not_modified_from, not_modified_hint, Rejection, RejectionKind,
-};
+use crate::response::{into_not_modified, not_modified_from, Rejection, RejectionKind};
 use crate::validators::Validators;
 
 pin_project! {
@@ -251,6 +249,8 @@ pub(crate) struct Exchange<P> {
     /// The request's gRPC content type, for a gRPC write (boxed: rare, and the exchange
     /// lives in every response future).
     pub(crate) grpc: Option<Box<HeaderValue>>,
+    /// The read came over HTTP/2 (where a 304's `Content-Length` is sent as given).
+    pub(crate) http2: bool,
     /// Whether the lookup already passed the conditions before the service was called.
     pub(crate) prechecked: bool,
     /// The lookup's `Last-Modified`, for a read under `last_modified_from_lookup`.
@@ -575,15 +575,9 @@ impl<P> Exchange<P> {
     #[inline(always)]
     fn finished<B: Body>(&self, response: &mut Response<ConditionalBody<B>>, outcome: Outcome) {
         if matches!(self.method, Method::HEAD) {
-            let hint = not_modified_hint(true, response.headers());
-            let not_modified = response.status() == StatusCode::NOT_MODIFIED;
             let body = response.body_mut();
-            let full = std::mem::replace(body, ConditionalBody::empty(hint));
-            // A 304 has no content, whoever made it: its body is the empty one, sized so
-            // that nothing outside writes a length it does not carry.
-            if !not_modified {
-                *body = full.without_content();
-            }
+            let full = std::mem::replace(body, ConditionalBody::empty(SizeHint::default()));
+            *body = full.without_content();
         }
         tracing::debug!(
             ?outcome,
@@ -1132,11 +1126,14 @@ impl<P: Predicate> Exchange<P> {
             }
         }
         if decision == Decision::NotModified {
-            // A HEAD's 304 keeps the 200's length where it is known (RFC 9110 §8.6: the only
-            // length it may carry): the service's own, or that of the GET body held here.
+            // The 304 keeps the 200's length where it is known (RFC 9110 §8.6: the only length
+            // it may carry) — the service's own, or that of the GET body held here — when it
+            // would be written as given: on a HEAD, or over HTTP/2. There a router that writes
+            // lengths from body sizes (axum) would otherwise send a 0; hyper's HTTP/1.1
+            // leaves a GET's 304 without one, and so does the layer.
             let head_request = matches!(self.method, Method::HEAD);
             let length = match head.headers.get(header::CONTENT_LENGTH) {
-                _ if !head_request => None,
+                _ if !head_request && !self.http2 => None,
                 Some(declared) => Some(declared.clone()),
                 None if self.has_get_body() => body.hint().exact().map(HeaderValue::from),
                 None => None,
@@ -1146,7 +1143,8 @@ impl<P: Predicate> Exchange<P> {
             if let Some(length) = length {
                 head.headers.insert(header::CONTENT_LENGTH, length);
             }
-            let empty = ConditionalBody::empty(not_modified_hint(head_request, &head.headers));
+            // An exact zero: no layer outside (compression) takes it for content to encode.
+            let empty = ConditionalBody::empty(SizeHint::with_exact(0));
             return Next::Done(Ok((
                 Response::from_parts(head, empty),
                 Outcome::NotModified,

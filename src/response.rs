@@ -301,14 +301,14 @@ pub(crate) fn into_not_modified(status: &mut StatusCode, headers: &mut HeaderMap
     }
 }
 
-/// The size a 304's (empty) body reports to what is outside. An exact zero keeps a
-/// compression layer outside from encoding nothing (tower-http's compresses a body of
-/// unknown size, 304 or not, and over HTTP/2 that would put DATA frames on a 304). axum's
-/// router makes a `Content-Length: 0` of it, which hyper's HTTP/1.1 writer drops from a
-/// GET's 304 (over HTTP/2 it goes out: a known limit). A HEAD's 304 is another matter: hyper
-/// writes a HEAD response's `Content-Length` as given, and a 304's may only be the 200's
-/// (RFC 9110 §8.6). So a HEAD's 304 that does not carry the 200's length itself reports an
-/// unknown size, and nothing downstream makes one up.
+/// The size the (empty) body of a 304 made by [`CodingTagsLayer`](crate::CodingTagsLayer)
+/// reports. An exact zero keeps a compression layer outside from encoding nothing
+/// (tower-http's compresses a body of unknown size, 304 or not), and hyper's HTTP/1.1 writer
+/// drops the `Content-Length: 0` axum's router makes of it from a GET's 304. But hyper writes
+/// a HEAD response's `Content-Length` as given, and a 304's may only be the 200's (RFC 9110
+/// §8.6): a HEAD's 304 without the 200's length reports an unknown size instead — safe here,
+/// where compression is inside by design. (The conditional layer keeps the exact zero, since
+/// compression may sit outside it, and writes the 200's length itself where it knows it.)
 pub(crate) fn not_modified_hint(head: bool, headers: &HeaderMap) -> SizeHint {
     if head && !headers.contains_key(header::CONTENT_LENGTH) {
         SizeHint::default()

@@ -5,7 +5,7 @@ use std::mem;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{header, HeaderValue, Method, Request, Response};
+use http::{header, HeaderValue, Method, Request, Response, Version};
 use http_body::Body;
 use tower::Service;
 
@@ -149,6 +149,7 @@ impl<S, L, P> Conditional<S, L, P> {
             mode,
             conditions,
             grpc: None,
+            http2: false,
             prechecked: false,
             lookup_last_modified: None,
         }
@@ -232,7 +233,8 @@ impl<S, L, P> Conditional<S, L, P> {
                 || (ranged && (conditions.checks_whole() || conditions.if_range.is_some()));
             if ask_lookup {
                 // Asked on the first poll; the conditions wait in the pending request's box.
-                let exchange = self.exchange(method, mode, Carried::default());
+                let mut exchange = self.exchange(method, mode, Carried::default());
+                exchange.http2 = req.version() == Version::HTTP_2;
                 let pending = self.pending(req, true, sent);
                 let call = LookupCall::NotReady;
                 return ResponseFuture::new(State::Lookup { call, pending }, exchange);
@@ -245,7 +247,8 @@ impl<S, L, P> Conditional<S, L, P> {
         // The service answers at once; its response is checked against the conditions.
         whole_if_validated(&conditions, &mut req);
         conditions.drop_range();
-        let exchange = self.exchange(method, mode, conditions);
+        let mut exchange = self.exchange(method, mode, conditions);
+        exchange.http2 = req.version() == Version::HTTP_2;
         self.call_now(exchange, req)
     }
 

@@ -1395,14 +1395,16 @@ async fn the_service_future_is_gone_before_the_body_is_read() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 17. A HEAD's 304 inside axum carries the 200's length or none, never `Content-Length: 0`
+// 17. A 304 inside axum carries the 200's length or none, never a made-up `Content-Length: 0`
 // ---------------------------------------------------------------------------------------
 
 /// axum's router turns an exact size hint into `Content-Length`, and hyper writes a HEAD
-/// response's as given: a HEAD's 304 must not say 0 for an 11-byte representation (RFC 9110
-/// §8.6), whether the layer made it from the GET's body or from the lookup alone.
+/// response's — and every HTTP/2 response's — as given: a 304 the layer makes from the GET's
+/// body must not say 0 for an 11-byte representation (RFC 9110 §8.6), on HEAD or over
+/// HTTP/2. And with compression outside the layer, no 304 is encoded (no `Content-Encoding`
+/// relabelling what a cache stored, RFC 9111 §3.2), whether the layer or its lookup made it.
 #[tokio::test]
-async fn a_head_304_inside_axum_never_claims_a_zero_length() {
+async fn a_304_inside_axum_never_claims_a_zero_length_nor_an_encoding() {
     let page = || async { "hello world" };
     let tag = independent_tag(b"hello world");
     let known = tag.clone();
@@ -1415,32 +1417,57 @@ async fn a_head_304_inside_axum_never_claims_a_zero_length() {
         .layer(ConditionalLayer::new())
         .merge(
             axum::Router::new()
-                .route("/looked-up", axum::routing::get(page))
-                .route_layer(ConditionalLayer::new().lookup(lookup).lookup_reads(true)),
+                .route(
+                    "/looked-up",
+                    axum::routing::get(page)
+                        .route_layer(ConditionalLayer::new().lookup(lookup).lookup_reads(true)),
+                )
+                .layer(tower_http::compression::CompressionLayer::new()),
         );
     let addr = serve(router).await;
 
-    for path in ["/hashed", "/looked-up"] {
-        let plain = raw_head(addr, &format!("HEAD {path} HTTP/1.1\r\nHost: t\r\n\r\n")).await;
-        assert!(plain.contains("content-length: 11"), "{plain}");
-        for method in ["HEAD", "GET"] {
-            let raw =
-                format!("{method} {path} HTTP/1.1\r\nHost: t\r\nIf-None-Match: {tag}\r\n\r\n");
-            let head = raw_head(addr, &raw).await;
-            assert!(head.starts_with("HTTP/1.1 304"), "{method} {path}: {head}");
-            for line in head.lines().filter(|l| l.starts_with("content-length:")) {
-                assert_eq!(line.trim(), "content-length: 11", "{method} {path}: {head}");
-            }
+    let plain = raw_head(addr, "HEAD /hashed HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert!(plain.contains("content-length: 11"), "{plain}");
+    for method in ["HEAD", "GET"] {
+        let raw = format!("{method} /hashed HTTP/1.1\r\nHost: t\r\nIf-None-Match: {tag}\r\n\r\n");
+        let head = raw_head(addr, &raw).await;
+        assert!(head.starts_with("HTTP/1.1 304"), "{method}: {head}");
+        for line in head.lines().filter(|l| l.starts_with("content-length:")) {
+            assert_eq!(line.trim(), "content-length: 11", "{method}: {head}");
         }
-        // HTTP/2: the same HEAD.
-        let req = Request::head(path)
+        let req = Request::builder()
+            .method(method)
+            .uri("/hashed")
             .header(header::IF_NONE_MATCH, tag.as_str())
             .body(Full::new(Bytes::new()))
             .unwrap();
         let resp = ask(H2, addr, req).await;
-        assert_eq!(resp.status(), StatusCode::NOT_MODIFIED, "{path}");
+        assert_eq!(resp.status(), StatusCode::NOT_MODIFIED, "HTTP/2 {method}");
         if let Some(length) = resp.headers().get(header::CONTENT_LENGTH) {
-            assert_eq!(length, "11", "HTTP/2 HEAD {path}");
+            assert_eq!(length, "11", "HTTP/2 {method}");
+        }
+    }
+    for method in ["HEAD", "GET"] {
+        for version in [H1, H2] {
+            let req = Request::builder()
+                .method(method)
+                .uri("/looked-up")
+                .header(header::HOST, "t")
+                .header(header::IF_NONE_MATCH, tag.as_str())
+                .header(header::ACCEPT_ENCODING, "gzip")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let resp = ask(version, addr, req).await;
+            assert_eq!(
+                resp.status(),
+                StatusCode::NOT_MODIFIED,
+                "{method} {version:?}"
+            );
+            assert!(
+                !resp.headers().contains_key(header::CONTENT_ENCODING),
+                "{method} {version:?}: {:?}",
+                resp.headers()
+            );
         }
     }
 }
