@@ -82,11 +82,13 @@ async fn replace(
 /// A PUT that is not `text/plain` is refused from its head alone, before the stack: RFC 9110
 /// §13.2.1 has such failures (415 here) take precedence over preconditions.
 async fn plain_text_puts(request: Request, next: Next) -> Response {
+    // The media type's essence, compared without regard to case (RFC 9110 §8.3.1).
     let plain = request
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("text/plain"));
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("text/plain"));
     if request.method() == Method::PUT && !plain {
         return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "send text/plain\n").into_response();
     }
@@ -95,7 +97,8 @@ async fn plain_text_puts(request: Request, next: Next) -> Response {
 
 /// The stack, outermost first: trace → coding tags → compression → conditional → handler.
 ///
-/// Applied with the method router's `route_layer`, to the methods `/report` has: a request
+/// Tracing wraps the whole router (every answer is traced, 404 and 405 included); the rest is
+/// applied with the method router's `route_layer`, to the methods `/report` has: a request
 /// that would be 404 (another path) or 405 (another method) without its preconditions is
 /// answered so with them too — routing decides before any precondition is evaluated (RFC 9110
 /// §13.2.1) — and the lookup is only asked about what exists. (`Router::layer` and
@@ -110,7 +113,6 @@ fn app(store: Store) -> Router {
         }
     });
     let stack = ServiceBuilder::new()
-        .layer(TraceLayer::new_for_http())
         .layer(CodingTagsLayer::new())
         .layer(CompressionLayer::new())
         .layer(ConditionalLayer::new().lookup(lookup));
@@ -122,6 +124,7 @@ fn app(store: Store) -> Router {
                 .route_layer(stack)
                 .route_layer(middleware::from_fn(plain_text_puts)),
         )
+        .layer(TraceLayer::new_for_http())
         .with_state(store)
 }
 

@@ -266,8 +266,15 @@ async fn service_builder_gives_each_coding_its_own_tag_and_lookups_validate_both
             "{condition:?}"
         );
     }
+    // Media types compare without regard to case; `text/plainx` is another type.
+    let odd = [("content-type", "text/plainx")];
+    let r = call(a, "PUT", "/report", &odd, "x").await;
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let cased = [("content-type", "Text/Plain; charset=utf-8")];
+    let r = call(a, "PUT", "/report", &cased, "fourth report").await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let now = call(a, "GET", "/report", &[("accept-encoding", "identity")], "").await;
-    assert_eq!(collect(now.into_body()).await, "third report");
+    assert_eq!(collect(now.into_body()).await, "fourth report");
 }
 
 /// The example's message types, for the client side.
