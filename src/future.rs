@@ -1132,11 +1132,14 @@ impl<P: Predicate> Exchange<P> {
             // lengths from body sizes (axum) would otherwise send a 0; hyper's HTTP/1.1
             // leaves a GET's 304 without one, and so does the layer.
             let head_request = matches!(self.method, Method::HEAD);
-            let length = match head.headers.get(header::CONTENT_LENGTH) {
-                _ if !head_request && !self.http2 => None,
-                Some(declared) => Some(declared.clone()),
-                None if self.has_get_body() => body.hint().exact().map(HeaderValue::from),
-                None => None,
+            let length = if head_request || self.http2 {
+                // Taken out, not copied: `into_not_modified` would remove it anyway.
+                head.headers.remove(header::CONTENT_LENGTH).or_else(|| {
+                    let held = self.has_get_body().then(|| body.hint().exact());
+                    held.flatten().map(HeaderValue::from)
+                })
+            } else {
+                None
             };
             drop(body);
             into_not_modified(&mut head.status, &mut head.headers);
