@@ -193,16 +193,15 @@ async fn contract_writes() {
             &[("if-none-match", "*")][..],
             &[][..],
         ] {
-            let mut range = vec![("content-range", "bytes 0-1/10")];
-            range.extend_from_slice(condition);
+            let with = |field: (&'static str, &'static str)| [&[field][..], condition].concat();
+            let range = with(("content-range", "bytes 0-1/10"));
             let partial = call(s.addr, "PUT", path, &range, "ab").await;
             assert_eq!(
                 partial.status(),
                 StatusCode::BAD_REQUEST,
                 "{path} {condition:?}"
             );
-            let mut text = vec![("content-type", "text/plain")];
-            text.extend_from_slice(condition);
+            let text = with(("content-type", "text/plain"));
             let patch = call(s.addr, "PATCH", path, &text, "{}").await;
             assert_eq!(
                 patch.status(),
