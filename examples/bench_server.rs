@@ -15,6 +15,10 @@
 //!   of negligible cost, so the difference from `bare` is the layer's own work. The same
 //!   hash salvo's `CachingHeaders` uses: the equal-terms comparison with that peer.
 //! - `blake3` (with `--features blake3`): the layer hashing with BLAKE3.
+//! - `minimal_xxh3`: no layer, but the least any tagging layer does, written by hand around
+//!   the same handler: collect the body, XXH3-128 it, insert the tag, send the bytes (no
+//!   conditions read, no limits, no `HEAD`; as `benches/support/minimal.rs` in criterion).
+//!   The yardstick for `layer_xxh3`: what tagging costs end to end before any checking.
 //! - `fast`: a lookup answers revalidations (`lookup_reads(true)`); the handler is not run
 //!   for a 304.
 //! - `soak`: mixed reads and writes over `/items/{id}` with a version lookup that fails every
@@ -112,6 +116,23 @@ where
                 .await;
         });
     }
+}
+
+/// The handler under the hand-written minimum of a tagging layer (mode `minimal_xxh3`).
+async fn minimal_xxh3(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    use base64::Engine as _;
+    let (mut head, body) = handler(req).await?.into_parts();
+    let bytes = body.collect().await?.to_bytes();
+    let mut tag = [b'"'; 24];
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode_slice(
+            xxhash_rust::xxh3::xxh3_128(&bytes).to_be_bytes(),
+            &mut tag[1..23],
+        )
+        .expect("22 bytes hold 16 in base64url");
+    let value = http::HeaderValue::from_bytes(&tag).expect("base64url is a header value");
+    head.headers.insert(http::header::ETAG, value);
+    Ok(Response::from_parts(head, Full::new(bytes)))
 }
 
 /// The lookup-answered revalidation: the tags for the sizes the harness asks for are computed
@@ -371,6 +392,7 @@ async fn main() {
                 .hash_algorithm(HashAlgorithm::Blake3);
             serve(listener, layer.layer(inner)).await
         }
+        "minimal_xxh3" => serve(listener, service_fn(minimal_xxh3)).await,
         "fast" => {
             let layer = ConditionalLayer::new()
                 .lookup(fast_lookup())
@@ -378,6 +400,8 @@ async fn main() {
             serve(listener, layer.layer(inner)).await
         }
         "soak" => soak::run(listener).await,
-        other => panic!("unknown mode {other} (bare, layer, layer_xxh3, blake3, fast, soak)"),
+        other => panic!(
+            "unknown mode {other} (bare, layer, layer_xxh3, minimal_xxh3, blake3, fast, soak)"
+        ),
     }
 }

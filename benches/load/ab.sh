@@ -6,6 +6,7 @@
 # does not follow it.
 #
 #   benches/load/ab.sh bare layer_xxh3                 # 1 KiB 200s, 8 rounds of 3 s
+#   benches/load/ab.sh minimal_xxh3 layer_xxh3         # the layer against a hand-written minimum
 #   INM=1 benches/load/ab.sh bare fast                 # 304s: B's ETag in If-None-Match
 #   SIZE=65536 INM=1 ROUNDS=6 benches/load/ab.sh bare blake3
 #
