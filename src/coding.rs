@@ -242,7 +242,7 @@ where
                 if head.extensions.get::<Outcome>().is_some() {
                     head.extensions.insert(Outcome::NotModified);
                 }
-                let hint = not_modified_hint(this.checks.head, &head.headers);
+                let hint = not_modified_hint(&head.headers);
                 Response::from_parts(head, ConditionalBody::empty(hint))
             }
             Decision::PreconditionFailed(failed) => {

@@ -1131,15 +1131,19 @@ impl<P: Predicate> Exchange<P> {
             // would be written as given: on a HEAD, or over HTTP/2. There a router that writes
             // lengths from body sizes (axum) would otherwise send a 0; hyper's HTTP/1.1
             // leaves a GET's 304 without one, and so does the layer.
+            // A 206's own length is its part's: the 200's is the complete length its
+            // `Content-Range` names.
             let head_request = matches!(self.method, Method::HEAD);
-            let length = if head_request || self.http2 {
+            let length = if !(head_request || self.http2) {
+                None
+            } else if head.status == StatusCode::PARTIAL_CONTENT {
+                crate::response::complete_length(&head.headers).map(HeaderValue::from)
+            } else {
                 // Taken out, not copied: `into_not_modified` would remove it anyway.
                 head.headers.remove(header::CONTENT_LENGTH).or_else(|| {
                     let held = self.has_get_body().then(|| body.hint().exact());
                     held.flatten().map(HeaderValue::from)
                 })
-            } else {
-                None
             };
             drop(body);
             into_not_modified(&mut head.status, &mut head.headers);

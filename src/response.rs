@@ -302,19 +302,36 @@ pub(crate) fn into_not_modified(status: &mut StatusCode, headers: &mut HeaderMap
 }
 
 /// The size the (empty) body of a 304 made by [`CodingTagsLayer`](crate::CodingTagsLayer)
-/// reports. An exact zero keeps a compression layer outside from encoding nothing
-/// (tower-http's compresses a body of unknown size, 304 or not), and hyper's HTTP/1.1 writer
-/// drops the `Content-Length: 0` axum's router makes of it from a GET's 304. But hyper writes
-/// a HEAD response's `Content-Length` as given, and a 304's may only be the 200's (RFC 9110
-/// §8.6): a HEAD's 304 without the 200's length reports an unknown size instead — safe here,
-/// where compression is inside by design. (The conditional layer keeps the exact zero, since
-/// compression may sit outside it, and writes the 200's length itself where it knows it.)
-pub(crate) fn not_modified_hint(head: bool, headers: &HeaderMap) -> SizeHint {
-    if head && !headers.contains_key(header::CONTENT_LENGTH) {
-        SizeHint::default()
-    } else {
+/// reports. A 304 may carry only the 200's `Content-Length` (RFC 9110 §8.6), and a router
+/// that writes lengths from body sizes (axum) makes `Content-Length: 0` of an exact zero,
+/// which hyper sends as given on a HEAD and over HTTP/2. Without the 200's length (an
+/// encoded 200 has none) the size is unknown — safe here, where compression is inside by
+/// design: hyper's HTTP/1.1 writer gives a 304 no framing either way. With the 200's length
+/// in the header, an exact zero keeps anything outside from taking the 304 for content.
+/// (The conditional layer keeps the exact zero when it has no length to give, since
+/// compression may sit outside it.)
+pub(crate) fn not_modified_hint(headers: &HeaderMap) -> SizeHint {
+    if headers.contains_key(header::CONTENT_LENGTH) {
         SizeHint::with_exact(0)
+    } else {
+        SizeHint::default()
     }
+}
+
+/// The complete length a 206's `Content-Range` names (`bytes 0-4/43` → 43; RFC 9110 §14.4),
+/// when there is one field and it names one.
+pub(crate) fn complete_length(headers: &HeaderMap) -> Option<u64> {
+    let mut fields = headers.get_all(header::CONTENT_RANGE).iter();
+    let value = fields.next()?.to_str().ok()?;
+    if fields.next().is_some() {
+        return None;
+    }
+    let (_, complete) = value.rsplit_once('/')?;
+    let complete = complete.trim();
+    if complete.is_empty() || !complete.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    complete.parse().ok()
 }
 
 /// A 304 built from a lookup's validators alone (the service was not called): the fields the
@@ -457,5 +474,33 @@ mod tests {
         );
         into_not_modified(&mut status, &mut h);
         assert!(h.contains_key("last-modified"));
+    }
+
+    #[test]
+    fn the_complete_length_is_read_from_one_content_range() {
+        let with = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(
+                    header::CONTENT_RANGE,
+                    http::HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            complete_length(&h)
+        };
+        assert_eq!(with(&["bytes 0-4/11"]), Some(11));
+        assert_eq!(with(&["bytes 0-4/ 11 "]), Some(11));
+        assert_eq!(with(&["bytes 0-4/*"]), None, "unknown complete length");
+        assert_eq!(with(&["bytes */11"]), Some(11));
+        assert_eq!(with(&["bytes 0-4/-1"]), None);
+        assert_eq!(with(&["bytes 0-4/"]), None);
+        assert_eq!(with(&["bytes 0-4"]), None);
+        assert_eq!(
+            with(&["bytes 0-4/99999999999999999999999"]),
+            None,
+            "overflow"
+        );
+        assert_eq!(with(&["bytes 0-4/11", "bytes 0-4/12"]), None, "two fields");
+        assert_eq!(with(&[]), None);
     }
 }

@@ -1471,3 +1471,96 @@ async fn a_304_inside_axum_never_claims_a_zero_length_nor_an_encoding() {
         }
     }
 }
+
+/// The length a 304 keeps is the 200's, not whatever the response it was made from said: a
+/// 206 (its part's length; the 200's is the complete length in `Content-Range`), or an encoded
+/// 200 under `CodingTagsLayer` (no length at all, so the 304 says none over HTTP/2 or on a
+/// HEAD, where axum would otherwise write an exact zero as `Content-Length: 0`).
+#[tokio::test]
+async fn a_304_keeps_the_200s_length_not_a_parts_nor_a_zero() {
+    const PAGE: &[u8] = b"hello world";
+    let tag = independent_tag(PAGE);
+    let own = tag.clone();
+    let ranged = move |headers: HeaderMap| {
+        let own = own.clone();
+        async move {
+            let mut response = Response::builder().header(header::ETAG, own.as_str());
+            let body = if headers.contains_key(header::RANGE) {
+                response = response
+                    .status(StatusCode::PARTIAL_CONTENT)
+                    .header(header::CONTENT_RANGE, "bytes 0-4/11");
+                &PAGE[..5]
+            } else {
+                PAGE
+            };
+            response.body(Body::from(body)).unwrap()
+        }
+    };
+    let report = || async { "a report long enough to be worth compressing ".repeat(8) };
+    let router = axum::Router::new()
+        .route("/ranged", axum::routing::get(ranged))
+        .layer(ConditionalLayer::new())
+        .merge(
+            axum::Router::new().route(
+                "/report",
+                axum::routing::get(report).route_layer(
+                    ServiceBuilder::new()
+                        .layer(tower_conditional::CodingTagsLayer::new())
+                        .layer(tower_http::compression::CompressionLayer::new())
+                        .layer(ConditionalLayer::new()),
+                ),
+            ),
+        );
+    let addr = serve(router).await;
+
+    for method in ["GET", "HEAD"] {
+        for version in [H1, H2] {
+            let req = Request::builder()
+                .method(method)
+                .uri("/ranged")
+                .header(header::HOST, "t")
+                .header(header::IF_NONE_MATCH, tag.as_str())
+                .header(header::RANGE, "bytes=0-4")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let resp = ask(version, addr, req).await;
+            assert_eq!(
+                resp.status(),
+                StatusCode::NOT_MODIFIED,
+                "{method} {version:?}"
+            );
+            if let Some(length) = resp.headers().get(header::CONTENT_LENGTH) {
+                assert_eq!(length, "11", "{method} {version:?}");
+            }
+        }
+    }
+
+    let get = |version, coding: &str, inm: Option<&str>| {
+        let mut req = Request::builder()
+            .method(if version == H2 { "GET" } else { "HEAD" })
+            .uri("/report")
+            .header(header::HOST, "t")
+            .header(header::ACCEPT_ENCODING, coding);
+        if let Some(inm) = inm {
+            req = req.header(header::IF_NONE_MATCH, inm);
+        }
+        ask(version, addr, req.body(Full::new(Bytes::new())).unwrap())
+    };
+    let gzip_200 = get(H2, "gzip", None).await;
+    assert_eq!(gzip_200.headers()[header::CONTENT_ENCODING], "gzip");
+    assert!(!gzip_200.headers().contains_key(header::CONTENT_LENGTH));
+    let gzip_tag = gzip_200.headers()[header::ETAG]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    // Over HTTP/2 (GET) and on a HEAD (HTTP/1.1): no length is the 200's length here.
+    for version in [H2, H1] {
+        let resp = get(version, "gzip", Some(&gzip_tag)).await;
+        assert_eq!(resp.status(), StatusCode::NOT_MODIFIED, "{version:?}");
+        assert!(
+            !resp.headers().contains_key(header::CONTENT_LENGTH),
+            "{version:?}: {:?}",
+            resp.headers()
+        );
+    }
+}
