@@ -79,9 +79,10 @@ async fn replace(
         .into_response()
 }
 
-/// A PUT that is not `text/plain` is refused from its head alone, before the stack: RFC 9110
-/// §13.2.1 has such failures (415 here) take precedence over preconditions.
-async fn plain_text_puts(request: Request, next: Next) -> Response {
+/// A PUT that is partial (`Content-Range`: 400, RFC 9110 §14.5) or not `text/plain` (415) is
+/// refused from its head alone, before the stack: RFC 9110 §13.2.1 has such failures take
+/// precedence over preconditions.
+async fn whole_plain_text_puts(request: Request, next: Next) -> Response {
     // The media type's essence, compared without regard to case (RFC 9110 §8.3.1).
     let plain = request
         .headers()
@@ -89,6 +90,14 @@ async fn plain_text_puts(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("text/plain"));
+    if request.method() == Method::PUT && request.headers().contains_key(header::CONTENT_RANGE) {
+        // RFC 9110 §14.5: a partial PUT must not be taken for the whole report.
+        return (
+            StatusCode::BAD_REQUEST,
+            "PUT with Content-Range is not supported\n",
+        )
+            .into_response();
+    }
     if request.method() == Method::PUT && !plain {
         return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "send text/plain\n").into_response();
     }
@@ -122,7 +131,7 @@ fn app(store: Store) -> Router {
             get(report)
                 .put(replace)
                 .route_layer(stack)
-                .route_layer(middleware::from_fn(plain_text_puts)),
+                .route_layer(middleware::from_fn(whole_plain_text_puts)),
         )
         .layer(TraceLayer::new_for_http())
         .with_state(store)

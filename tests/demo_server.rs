@@ -1329,6 +1329,65 @@ async fn scim_post_to_a_collection_honours_its_preconditions() {
     assert_eq!(scim.get("/Users").await.json["totalResults"], 2);
 }
 
+/// A PUT with `Content-Range` is refused with 400 (RFC 9110 §14.5) on `/Items` and on SCIM
+/// resources — before its preconditions, so a stale one still gets 400 — and nothing is
+/// written.
+#[tokio::test]
+async fn a_put_with_content_range_is_400_and_writes_nothing() {
+    let server = start_scim(&temp_path("partial-put.sqlite"), &[]);
+    let addr = server.addr;
+    let json = [("content-type", "application/json")];
+    let created = call(addr, "PUT", "/Items/whole", &json, r#"{"v":1}"#).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let current = tag(created.headers());
+    for if_match in ["", current.as_str(), "\"stale\""] {
+        let headers = [
+            ("content-type", "application/json"),
+            ("content-range", "bytes 0-6/20"),
+            ("if-match", if_match),
+        ];
+        let headers: Vec<_> = headers.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+        let (status, _, body) =
+            collected(call(addr, "PUT", "/Items/whole", &headers, r#"{"v":2}"#).await).await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "If-Match {if_match:?}: {body:?}"
+        );
+    }
+    let (status, headers, body) = collected(call(addr, "GET", "/Items/whole", &[], "").await).await;
+    assert_eq!(
+        (status, body.as_ref()),
+        (StatusCode::OK, &br#"{"v":1}"#[..])
+    );
+    assert_eq!(tag(&headers), current, "nothing was written");
+
+    let scim = Scim { addr };
+    let user = scim
+        .post(
+            "/Users",
+            serde_json::json!({ "schemas": [USER_SCHEMA], "userName": "whole" }),
+        )
+        .await;
+    let id = user.json["id"].as_str().unwrap().to_owned();
+    let version = user.etag();
+    let replacement =
+        serde_json::json!({ "schemas": [USER_SCHEMA], "userName": "partial" }).to_string();
+    for if_match in [version.as_str(), "\"stale\""] {
+        scim.call(
+            "PUT",
+            &format!("/Users/{id}"),
+            &[("content-range", "bytes 0-9/100"), ("if-match", if_match)],
+            &replacement,
+        )
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, None);
+    }
+    let after = scim.get(&format!("/Users/{id}")).await;
+    assert_eq!(after.json["userName"], "whole");
+    assert_eq!(after.etag(), version, "nothing was written");
+}
+
 /// Over HTTP/2 the host is in `:authority`, not `Host`: URLs built from it (`Location`,
 /// `meta.location`) name the server as over HTTP/1.1.
 #[tokio::test]

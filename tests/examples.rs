@@ -275,6 +275,18 @@ async fn service_builder_gives_each_coding_its_own_tag_and_lookups_validate_both
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let now = call(a, "GET", "/report", &[("accept-encoding", "identity")], "").await;
     assert_eq!(collect(now.into_body()).await, "fourth report");
+    // A partial PUT (`Content-Range`) is 400, with a stale condition too (RFC 9110 §14.5).
+    for condition in [&[][..], &[("if-match", "\"x\"")][..]] {
+        let mut headers = vec![
+            ("content-type", "text/plain"),
+            ("content-range", "bytes 0-1/9"),
+        ];
+        headers.extend_from_slice(condition);
+        let r = call(a, "PUT", "/report", &headers, "ab").await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{condition:?}");
+    }
+    let now = call(a, "GET", "/report", &[("accept-encoding", "identity")], "").await;
+    assert_eq!(collect(now.into_body()).await, "fourth report");
 }
 
 /// The example's message types, for the client side.

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
@@ -41,10 +42,30 @@ pub fn app(db: Db, settings: &Settings) -> Router {
                 .put(put_item)
                 .delete(delete_item)
                 .route_layer(items)
+                .route_layer(middleware::from_fn(whole_puts_only))
                 .route_layer(request_timeout()),
         )
         .with_state(db.clone());
     crate::scim::router(db, settings).merge(plain)
+}
+
+/// A PUT that carries `Content-Range` is a partial update this API does not do: 400 (RFC
+/// 9110 §14.5), before any precondition is evaluated (outside the conditional layer), so it is
+/// never taken for a whole representation.
+async fn whole_puts_only(request: Request, next: Next) -> Response {
+    if is_partial_put(&request) {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "PUT with Content-Range (a partial update) is not supported",
+            Value::Null,
+        );
+    }
+    next.run(request).await
+}
+
+/// A PUT with `Content-Range`: not a whole representation (RFC 9110 §14.5).
+pub fn is_partial_put(request: &Request) -> bool {
+    request.method() == Method::PUT && request.headers().contains_key(header::CONTENT_RANGE)
 }
 
 /// How long one request on a route with serialized writes may take, body included: a

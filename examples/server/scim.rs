@@ -160,6 +160,16 @@ async fn require_if_match(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
+/// A PUT with `Content-Range` replaces nothing: 400 (RFC 9110 §14.5), before its
+/// preconditions are evaluated.
+async fn whole_puts_only(request: Request, next: Next) -> Response {
+    if crate::app::is_partial_put(&request) {
+        let detail = "PUT with Content-Range (a partial update) is not supported; use PATCH";
+        return ScimError::new(StatusCode::BAD_REQUEST, None, detail).into_response();
+    }
+    next.run(request).await
+}
+
 /// The layer's own answers (404, 412, 428, 503) as SCIM errors.
 pub fn rejection(r: &Rejection) -> http::Response<Bytes> {
     let detail = match r.kind() {
@@ -307,6 +317,7 @@ pub fn router(db: Db, settings: &Settings) -> Router {
             .patch(move |m, s, i, h, q, e, b| update(kind, m, s, i, h, q, e, b))
             .delete(move |s, i, e| delete(kind, s, i, e))
             .route_layer(resource(kind.name))
+            .route_layer(middleware::from_fn(whole_puts_only))
             .route_layer(crate::app::request_timeout());
         if settings.strict {
             one = one.route_layer(middleware::from_fn(require_if_match));
