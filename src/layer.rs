@@ -210,6 +210,21 @@ impl<L, P> ConditionalLayer<L, P> {
         self
     }
 
+    /// Declares the service's `Last-Modified` dates strong validators (default `false`): it
+    /// never changes a representation twice within the second a date names — each new
+    /// version's date is at least a second after the last one's.
+    ///
+    /// Only a strong date may satisfy `If-Range` (RFC 9110 §13.1.5, §8.8.2.2). Without this,
+    /// a lookup-backed route answers a `Range` request whose `If-Range` is a date with the
+    /// whole representation (a client resuming a download starts over); with it, a date
+    /// equal to the lookup's `Last-Modified` and at least a second old keeps the `Range`.
+    /// Enable it only with that guarantee: two versions written within one second share a
+    /// date, and a client holding part of the first would get the rest of the second.
+    pub fn strong_last_modified(mut self, enabled: bool) -> Self {
+        self.config.options.strong_dates = enabled;
+        self
+    }
+
     /// Serializes conditional writes to the same target path within this process
     /// (default `false`): from the lookup to the inner service's response, one conditional
     /// write per path at a time, so two writers holding the same `If-Match` cannot both pass.

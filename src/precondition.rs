@@ -315,11 +315,18 @@ pub struct Options {
     /// §3.14) clients send weak tags in `If-Match`, and a server that issues only weak tags
     /// may choose to accept them.
     pub weak_if_match: bool,
-    /// The time of the evaluation, for the strength of an `If-Range` date: RFC 9110
-    /// §13.1.5 lets a date match only when it is a strong validator, which (§8.8.2.2) a
-    /// modification time is once at least one second has passed since it. `None` skips
-    /// that check; the layer always passes the current time.
+    /// The time of the evaluation, for the strength of an `If-Range` date (with
+    /// `strong_dates`): a modification time in the current second may still change within
+    /// it. `None` skips that check; the layer always passes the current time.
     pub now: Option<SystemTime>,
+    /// Whether the current `Last-Modified` is a strong validator: the server knows that the
+    /// representation never changed twice within the second it names (RFC 9110 §8.8.2.2 —
+    /// each new version's date a second or more after the last one's, say). RFC 9110
+    /// §13.1.5 lets an `If-Range` date match only a strong validator, so without this
+    /// (the default) an `If-Range` date never matches, `Range` is ignored and the whole
+    /// representation is sent: never a part of one version spliced onto another. With it,
+    /// a date matches when it equals `Last-Modified` and is at least a second before `now`.
+    pub strong_dates: bool,
 }
 
 /// Which condition failed.
@@ -490,7 +497,8 @@ fn if_range_step(
     let matched = match conditions.if_range.as_ref()? {
         IfRange::Tag(tag) => state.etag.is_some_and(|etag| tag.strong_eq(etag)),
         IfRange::Date(date) => {
-            state.date == Some(*date)
+            options.strong_dates
+                && state.date == Some(*date)
                 && options
                     .now
                     .is_none_or(|now| *date + Duration::from_secs(1) <= now)
@@ -605,7 +613,7 @@ mod tests {
             ("§13.1.5: If-Range strong match keeps Range", Method::GET, vec![("range", "bytes=0-1"), ("if-range", "\"a\"")], some, Proceed),
             ("§13.1.5: If-Range mismatch ignores Range", Method::GET, vec![("range", "bytes=0-1"), ("if-range", "\"b\"")], some, IgnoreRange),
             ("§13.1.5: If-Range weak tag never matches", Method::GET, vec![("range", "bytes=0-1"), ("if-range", "W/\"a\"")], some, IgnoreRange),
-            ("§13.1.5: If-Range date must equal Last-Modified", Method::GET, vec![("range", "bytes=0-1"), ("if-range", T0)], some, Proceed),
+            ("§13.1.5, §8.8.2.2: an If-Range date is weak unless dates are declared strong", Method::GET, vec![("range", "bytes=0-1"), ("if-range", T0)], some, IgnoreRange),
             ("§13.1.5: If-Range later date is not an exact match", Method::GET, vec![("range", "bytes=0-1"), ("if-range", T_AFTER)], some, IgnoreRange),
             ("§13.1.5: If-Range unparsable ignores Range", Method::GET, vec![("range", "bytes=0-1"), ("if-range", "junk")], some, IgnoreRange),
             ("§13.1.5: If-Range without Range is ignored", Method::GET, vec![("if-range", "\"b\"")], some, Proceed),
@@ -626,14 +634,26 @@ mod tests {
 
     #[test]
     fn an_if_range_date_matches_only_once_it_is_strong() {
-        // §13.1.5 step 1 with §8.8.2.2: a Last-Modified less than a second old is weak.
+        // §13.1.5 step 1 with §8.8.2.2: a Last-Modified is weak unless the server knows the
+        // representation did not change twice within its second; and one less than a second
+        // old may still change within it.
         let cur = current();
         let mut h = HeaderMap::new();
         h.insert(header::RANGE, HeaderValue::from_static("bytes=0-1"));
         h.insert(header::IF_RANGE, HeaderValue::from_static(T0));
         let c = Conditions::from_headers(&h);
+        let later = Options {
+            now: Some(t0() + Duration::from_secs(60)),
+            ..Options::default()
+        };
+        assert_eq!(
+            evaluate(&Method::GET, &c, Some(&cur), later),
+            IgnoreRange,
+            "dates are weak unless the server says otherwise"
+        );
         let at = |now: SystemTime| Options {
             now: Some(now),
+            strong_dates: true,
             ..Options::default()
         };
         assert_eq!(

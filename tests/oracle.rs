@@ -58,6 +58,8 @@ struct Case {
     if_unmodified_since: DateField,
     if_range: IfRangeField,
     range: bool,
+    /// Whether the server declares its `Last-Modified` dates strong (`Options::strong_dates`).
+    strong_dates: bool,
     /// How many field lines a tag list is split over.
     lines: usize,
     date_format: usize,
@@ -135,7 +137,8 @@ fn model(c: &Case) -> Outcome {
         let holds = match &c.if_range {
             IfRangeField::Absent => true,
             IfRangeField::Tag(t) => strong_match(t),
-            IfRangeField::Date(d) => cur_date == Some(*d),
+            // §8.8.2.2: a date is a strong validator only where the server says so.
+            IfRangeField::Date(d) => c.strong_dates && cur_date == Some(*d),
             IfRangeField::Invalid(_) => false,
         };
         if !holds {
@@ -257,7 +260,9 @@ fn real(c: &Case) -> Outcome {
         v
     });
     let conditions = Conditions::from_headers(&headers_of(c));
-    match evaluate(&c.method, &conditions, current.as_ref(), Options::default()) {
+    let mut options = Options::default();
+    options.strong_dates = c.strong_dates;
+    match evaluate(&c.method, &conditions, current.as_ref(), options) {
         Decision::Proceed => Outcome::Go,
         Decision::IgnoreRange => Outcome::GoWithoutRange,
         Decision::NotModified => Outcome::NotModified,
@@ -345,7 +350,7 @@ fn case() -> impl Strategy<Value = Case> {
         date_field(),
         date_field(),
         if_range_field(),
-        any::<bool>(),
+        (any::<bool>(), any::<bool>()),
         1usize..4,
         0usize..3,
         resource(),
@@ -358,7 +363,7 @@ fn case() -> impl Strategy<Value = Case> {
                 ims,
                 ius,
                 if_range,
-                range,
+                (range, strong_dates),
                 lines,
                 date_format,
                 current,
@@ -370,6 +375,7 @@ fn case() -> impl Strategy<Value = Case> {
                 if_unmodified_since: ius,
                 if_range,
                 range,
+                strong_dates,
                 lines,
                 date_format,
                 current,
@@ -441,6 +447,7 @@ fn the_model_is_not_vacuous() {
         if_unmodified_since: DateField::Absent,
         if_range: IfRangeField::Absent,
         range: false,
+        strong_dates: false,
         lines: 1,
         date_format: 0,
         current: Some(Resource {
@@ -459,5 +466,21 @@ fn the_model_is_not_vacuous() {
         ..base.clone()
     };
     assert_eq!(model(&get), Outcome::NotModified);
+    // An If-Range date equal to Last-Modified keeps the Range only where dates are strong.
+    let resume = Case {
+        method: Method::GET,
+        if_match: ListField::Absent,
+        if_range: IfRangeField::Date(BASE),
+        range: true,
+        ..base.clone()
+    };
+    assert_eq!(model(&resume), Outcome::GoWithoutRange);
+    assert_eq!(real(&resume), Outcome::GoWithoutRange);
+    let strong = Case {
+        strong_dates: true,
+        ..resume
+    };
+    assert_eq!(model(&strong), Outcome::Go);
+    assert_eq!(real(&strong), Outcome::Go);
     let _ = SystemTime::now();
 }

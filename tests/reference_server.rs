@@ -14,6 +14,34 @@ fn start() -> Server {
     common::spawn_example("reference_server", &["--addr", "127.0.0.1:0"])
 }
 
+/// Two versions written within one second share a `Last-Modified`: the store cannot vouch
+/// that a date names one version (RFC 9110 §8.8.2.2), so an `If-Range` date — even the
+/// current one, a second later — gets the whole representation, never a part of the second
+/// version for a client that holds the first.
+#[tokio::test]
+async fn an_if_range_date_never_splices_two_versions_of_one_second() {
+    let s = start();
+    let text = [("content-type", "text/plain")];
+    let first = call(s.addr, "PUT", "/items/twice", &text, "AAAAAAAAAA").await;
+    let date = first.headers()[header::LAST_MODIFIED]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let second = call(s.addr, "PUT", "/items/twice", &text, "BBBBBBBBBB").await;
+    assert!(second.status().is_success());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let resumed = call(
+        s.addr,
+        "GET",
+        "/items/twice",
+        &[("range", "bytes=5-9"), ("if-range", &date)],
+        "",
+    )
+    .await;
+    assert_eq!(resumed.status(), StatusCode::OK);
+    assert_eq!(body_text(resumed).await, "BBBBBBBBBB");
+}
+
 #[tokio::test]
 async fn contract_reads() {
     let s = start();

@@ -17,6 +17,7 @@ use axum::routing::{get, put, MethodRouter};
 use axum::Router;
 use futures_util::StreamExt;
 use serde_json::Value;
+use tower_conditional::precondition::IfRange;
 use tower_conditional::{
     lookup_fn, ConditionalLayer, EntityTag, Expectation, LookupRequest, Validators,
 };
@@ -183,7 +184,16 @@ async fn get_item(Target { store, id, .. }: Target, headers: HeaderMap) -> Respo
         return problem(StatusCode::NOT_FOUND, "no such item");
     };
     let len = item.bytes.len() as u64;
-    match parse_range(&headers, len) {
+    // The layer checked `If-Range` against the lookup; another write may have landed since.
+    // Checked again here, against the version served: a part of another version is never
+    // spliced onto the client's (RFC 9110 §13.1.5). Dates are weak here (the store may
+    // write twice within a second), so only an entity tag keeps the Range.
+    let range = match IfRange::parse(headers.get_all(header::IF_RANGE)) {
+        None => parse_range(&headers, len),
+        Some(IfRange::Tag(tag)) if tag.strong_eq(&item.etag) => parse_range(&headers, len),
+        Some(_) => None,
+    };
+    match range {
         Some(Ok((first, last))) => {
             let part = item.bytes.slice(first as usize..=last as usize);
             let mut response = representation(StatusCode::PARTIAL_CONTENT, id, &item, part);

@@ -8,7 +8,8 @@
 //!
 //! - `/items/{id}` — GET/HEAD the stored bytes (stored `Content-Type`, `Last-Modified`,
 //!   `Cache-Control: no-cache`, `Vary: Accept`, `Content-Location`; a single
-//!   `Range: bytes=a-b` gives 206); PUT stores the body as-is (201/200, answering the stored
+//!   `Range: bytes=a-b` gives 206, kept by an `If-Range` with the current entity tag, never
+//!   by an `If-Range` date: two writes may share a second); PUT stores the body as-is (201/200, answering the stored
 //!   representation with its ETag); PATCH applies a JSON merge patch (RFC 7396); POST adds 1
 //!   to the top-level JSON number `posts`; DELETE → 204; OPTIONS → 204 with `Allow`; absent
 //!   → 404. The layer's lookup reads the store.

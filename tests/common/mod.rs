@@ -544,7 +544,12 @@ impl Captured {
             .with_max_level(level)
             .with_ansi(false)
             .finish();
-        (captured, tracing::subscriber::set_default(subscriber))
+        let guard = tracing::subscriber::set_default(subscriber);
+        // A callsite first hit on another test's thread (no subscriber there) while this one
+        // was being installed can keep an interest of "never"; asked again now, every
+        // callsite sees this subscriber.
+        tracing::callsite::rebuild_interest_cache();
+        (captured, guard)
     }
 
     /// Everything printed so far.
