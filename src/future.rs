@@ -877,7 +877,16 @@ impl<P: Predicate> Exchange<P> {
             Decision::NotModified if self.config.lookup_reads => {
                 // The request is answered here: its header map (cleared) carries the 304's.
                 let reused = std::mem::take(pending.req.headers_mut());
-                let (status, headers) = not_modified_from(&current, reused);
+                let (status, mut headers) = not_modified_from(&current, reused);
+                // The 200's length, where the lookup knows it and it is written as given
+                // (see `finish_read`).
+                if matches!(self.mode, Mode::Read { head: true, .. }) || self.http2 {
+                    let length = current.headers().get(header::CONTENT_LENGTH);
+                    let length = length.and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+                    if let Some(length) = length {
+                        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+                    }
+                }
                 let mut response = Response::new(ConditionalBody::empty(SizeHint::with_exact(0)));
                 *response.status_mut() = status;
                 *response.headers_mut() = headers;

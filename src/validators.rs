@@ -51,7 +51,11 @@ impl Validators {
     /// (RFC 9110 §15.4.5: `Cache-Control`, `Content-Location`, `Expires`, `Vary`, …). A 304
     /// the layer answers from these validators alone, without calling the service
     /// ([`lookup_reads`](crate::ConditionalLayer::lookup_reads)), carries them; content
-    /// metadata (`Content-Type`, `Content-Length`, …) is never sent on a 304.
+    /// metadata (`Content-Type`, `Content-Encoding`, …) is never sent on a 304. The one
+    /// exception is `Content-Length`, the length of the 200's content: a 304 may carry that
+    /// (RFC 9110 §8.6), and where a length is written as given — answering a HEAD, or over
+    /// HTTP/2 — the 304 carries the one supplied here rather than none, which a router that
+    /// writes lengths from body sizes (axum) would turn into `Content-Length: 0`.
     ///
     /// ```
     /// use http::header::{CACHE_CONTROL, VARY};

@@ -1472,6 +1472,74 @@ async fn a_304_inside_axum_never_claims_a_zero_length_nor_an_encoding() {
     }
 }
 
+/// A lookup that knows the representation's length supplies it (`with_header`): the 304 it
+/// answers alone carries that length where it is written as given (HEAD, HTTP/2) instead of
+/// axum's 0 — and none over HTTP/1.1 for a GET, as hyper writes it. A length that is not a
+/// number is not repeated.
+#[tokio::test]
+async fn a_lookup_answered_304_carries_the_length_the_lookup_knows() {
+    let page = || async { "hello world" };
+    let tag = independent_tag(b"hello world");
+    let routed = |length: &'static str| {
+        let known = tag.clone();
+        let lookup = lookup_fn(move |_req: LookupRequest| {
+            let etag = tower_conditional::EntityTag::parse(known.as_bytes()).unwrap();
+            let current = Validators::new().with_etag(etag).with_header(
+                header::CONTENT_LENGTH,
+                http::HeaderValue::from_static(length),
+            );
+            std::future::ready(Ok::<_, Infallible>(Some(current)))
+        });
+        axum::routing::get(page)
+            .route_layer(ConditionalLayer::new().lookup(lookup).lookup_reads(true))
+    };
+    let router = axum::Router::new()
+        .route("/known", routed("11"))
+        .route("/garbled", routed("eleven"));
+    let addr = serve(router).await;
+    for (method, version, expected) in [
+        ("HEAD", H1, Some("11")),
+        ("GET", H1, None),
+        ("HEAD", H2, Some("11")),
+        ("GET", H2, Some("11")),
+    ] {
+        let ask_for = |path: &str| {
+            Request::builder()
+                .method(method)
+                .uri(path)
+                .header(header::HOST, "t")
+                .header(header::IF_NONE_MATCH, tag.as_str())
+                .body(Full::new(Bytes::new()))
+                .unwrap()
+        };
+        let resp = ask(version, addr, ask_for("/known")).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::NOT_MODIFIED,
+            "{method} {version:?}"
+        );
+        let length = resp.headers().get(header::CONTENT_LENGTH);
+        assert_eq!(
+            length.map(|v| v.to_str().unwrap()),
+            expected,
+            "{method} {version:?}"
+        );
+        let resp = ask(version, addr, ask_for("/garbled")).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::NOT_MODIFIED,
+            "{method} {version:?}"
+        );
+        assert_ne!(
+            resp.headers()
+                .get(header::CONTENT_LENGTH)
+                .map(|v| v.as_bytes()),
+            Some(&b"eleven"[..]),
+            "{method} {version:?}"
+        );
+    }
+}
+
 /// The length a 304 keeps is the 200's, not whatever the response it was made from said: a
 /// 206 (its part's length; the 200's is the complete length in `Content-Range`), or an encoded
 /// 200 under `CodingTagsLayer` (no length at all, so the 304 says none over HTTP/2 or on a
