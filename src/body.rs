@@ -103,9 +103,10 @@ impl<B: Body> ConditionalBody<B> {
         }
     }
 
-    /// No data. `hint` is what the size hint reports: for a HEAD response, the size of the
-    /// body a GET would have had (so nothing downstream writes `Content-Length: 0`); for a
-    /// 304, unknown.
+    /// No data. `hint` is what the size hint reports: for a HEAD response over HTTP/1.1, the
+    /// size of the body a GET would have had (so that what is outside treats it as the GET);
+    /// an exact zero where nothing outside may take it for content to encode; unknown where
+    /// nothing outside may write `Content-Length: 0` for it.
     pub(crate) fn empty(hint: SizeHint) -> Self {
         ConditionalBody {
             kind: Kind::Empty { hint },

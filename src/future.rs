@@ -612,6 +612,13 @@ impl<P> Exchange<P> {
         if head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED {
             return Response::from_parts(head, ConditionalBody::empty(SizeHint::with_exact(0)));
         }
+        // The GET's length goes in the header. Over HTTP/1.1 the empty body reports the GET's
+        // size, so that a compression layer outside labels the HEAD as it does the GET (same
+        // `Content-Encoding`, same per-coding tag) — hyper never sends a HEAD response's
+        // body. Over HTTP/2 it would: an encoder writes its framing even for nothing, and
+        // DATA on a HEAD response is a protocol error; there the body reports an exact zero
+        // and compression outside leaves the HEAD alone (for a GET of unknown length, a
+        // router that writes lengths from body sizes — axum — then says `content-length: 0`).
         let hint = body.hint();
         if let Some(n) = hint.exact() {
             if !head.headers.contains_key(header::CONTENT_LENGTH) {
@@ -619,6 +626,11 @@ impl<P> Exchange<P> {
                     .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
             }
         }
+        let hint = if self.http2 {
+            SizeHint::with_exact(0)
+        } else {
+            hint
+        };
         Response::from_parts(head, ConditionalBody::empty(hint))
     }
 }

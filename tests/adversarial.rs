@@ -810,6 +810,39 @@ async fn guard_head_in_the_compression_recipe_carries_the_gets_tag_per_coding() 
     }
 }
 
+/// Over HTTP/2 hyper sends whatever body a HEAD response has, and DATA on a HEAD response is
+/// a protocol error (RFC 9113 §8.1.1): compression outside the layer (the recipe) must not
+/// be handed an empty HEAD body that claims the GET's size, or it encodes nothing into 20
+/// bytes of gzip framing. The HEAD says the identity length instead.
+#[tokio::test]
+async fn a_head_over_http2_in_the_compression_recipe_has_no_data() {
+    let stack = ServiceBuilder::new()
+        .layer(CodingTagsLayer::new())
+        .layer(CompressionLayer::new())
+        .layer(ConditionalLayer::new())
+        .service(report());
+    let addr = serve(stack).await;
+    let mut h2 = common::h2_client(addr).await;
+    for coding in ["gzip", "identity"] {
+        let req = Request::head(format!("http://{addr}/r"))
+            .header(header::ACCEPT_ENCODING, coding)
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap();
+        let head = within(h2.send_request(req)).await.unwrap();
+        assert_eq!(head.status(), StatusCode::OK, "{coding}");
+        if let Some(length) = head.headers().get(header::CONTENT_LENGTH) {
+            assert_eq!(length, &report_text().len().to_string(), "{coding}");
+        }
+        let body = within(head.into_body().collect())
+            .await
+            .map(|b| b.to_bytes());
+        assert!(
+            body.as_ref().is_ok_and(|b| b.is_empty()),
+            "{coding}: no DATA on a HEAD response: {body:?}"
+        );
+    }
+}
+
 /// README "HEAD": "HEAD always carries the GET's ETag". Under `route_layer` (per method) a
 /// route with its own HEAD handler — the usual way to answer HEAD of a large file without
 /// producing it: an empty body and the real `Content-Length` — gets the "GET" sent to that
