@@ -904,14 +904,16 @@ impl<P: Predicate> Exchange<P> {
                 *response.headers_mut() = headers;
                 return Next::Done(Ok((response, Outcome::NotModified)));
             }
-            Decision::IgnoreRange => {
-                // The client's part is of another version: the whole representation.
+            // The client's part is of another version: the whole representation. And a 304
+            // is made from the service's 200, not from a part (whose tag the layer cannot
+            // compute, and whose length is not the 200's).
+            Decision::IgnoreRange | Decision::NotModified => {
                 pending.req.headers_mut().remove(header::RANGE);
                 pending.req.headers_mut().remove(header::IF_RANGE);
             }
             // `If-Range` stays on the request: the service re-checks it against the version
             // it actually serves, so a write landing in between cannot splice versions.
-            Decision::Proceed | Decision::NotModified => {}
+            Decision::Proceed => {}
         }
         self.prechecked = true;
         // The response is checked again (its own tag), so the conditions go with it.
@@ -1182,11 +1184,13 @@ impl<P: Predicate> Exchange<P> {
     }
 }
 
-/// A part is not hashed, so `If-Match` or `If-Unmodified-Since` could not be checked on it:
-/// without validators from a lookup, ask for the whole representation (a server may always
-/// ignore `Range`, RFC 9110 §14.2).
+/// A part is not hashed, so `If-Match`, `If-Unmodified-Since` or `If-None-Match` could not be
+/// checked on it (and `If-None-Match` comes before `Range`, RFC 9110 §13.2.2: a match is a
+/// 304, never a 206): without validators from a lookup, ask for the whole representation (a
+/// server may always ignore `Range`, §14.2).
 pub(crate) fn whole_if_validated<B>(conditions: &Conditions, req: &mut Request<B>) {
-    if conditions.has_range && conditions.checks_whole() {
+    if conditions.has_range && (conditions.checks_whole() || conditions.if_none_match.is_present())
+    {
         req.headers_mut().remove(header::RANGE);
         req.headers_mut().remove(header::IF_RANGE);
     }

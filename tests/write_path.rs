@@ -652,6 +652,66 @@ fn ranged(store: &Store) -> Handler<String> {
     }))
 }
 
+/// `If-None-Match` is evaluated before `Range` (RFC 9110 §13.2.2): a current tag is a 304,
+/// never a 206 — the layer cannot compute the tag of a part, so it asks for the whole and
+/// evaluates that; a stale tag gets the whole representation (a server may ignore `Range`).
+/// With a lookup deciding first (here because of `If-Range`), its 304 decision also asks the
+/// service for the whole.
+#[tokio::test]
+async fn if_none_match_with_range_is_304_never_206() {
+    let store = stored("/f", "0123456789");
+    let current = tag_of("0123456789");
+    let req = |inm: &str, if_range: Option<&str>| {
+        let mut req = Request::get("/f")
+            .header(header::RANGE, "bytes=0-1")
+            .header(header::IF_NONE_MATCH, inm);
+        if let Some(v) = if_range {
+            req = req.header(header::IF_RANGE, v);
+        }
+        req.body(String::new()).unwrap()
+    };
+    let plain = ConditionalLayer::new().no_lookup().layer(ranged(&store));
+    let looked_up = ConditionalLayer::new()
+        .lookup(store.lookup())
+        .layer(ranged(&store));
+    for if_range in [None, Some(current.as_str())] {
+        let statuses = [
+            plain
+                .clone()
+                .oneshot(req(&current, if_range))
+                .await
+                .unwrap()
+                .status(),
+            looked_up
+                .clone()
+                .oneshot(req(&current, if_range))
+                .await
+                .unwrap()
+                .status(),
+        ];
+        assert_eq!(
+            statuses,
+            [StatusCode::NOT_MODIFIED; 2],
+            "If-Range {if_range:?}"
+        );
+    }
+    for resp in [
+        plain
+            .clone()
+            .oneshot(req(&tag_of("old"), None))
+            .await
+            .unwrap(),
+        looked_up
+            .clone()
+            .oneshot(req(&tag_of("old"), None))
+            .await
+            .unwrap(),
+    ] {
+        assert_eq!(resp.status(), StatusCode::OK, "the whole for a stale tag");
+        assert_eq!(collect(resp.into_body()).await, "0123456789");
+    }
+}
+
 #[tokio::test]
 async fn if_range_mismatch_removes_range_and_a_match_keeps_it() {
     let store = stored("/f", "0123456789");
