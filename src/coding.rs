@@ -127,13 +127,14 @@ where
         // coding's tag would be compared with the identity tag, and a 304 made inside would
         // carry the identity tag where the client holds a coding's.
         let head = req.method() == Method::HEAD;
+        let http2 = req.version() == http::Version::HTTP_2;
         let headers = req.headers_mut();
         let mut conditions = Conditions::from_headers(headers);
         let coded_if_range =
             matches!(&conditions.if_range, Some(IfRange::Tag(tag)) if identity_tag(tag).is_some());
-        if coded_if_range || conditions.checks_whole() {
-            // A coding's tag never names a part (compression leaves 206s alone), and If-Match
-            // or If-Unmodified-Since can only be checked on the whole response: no Range.
+        if coded_if_range || conditions.needs_whole() {
+            // A coding's tag never names a part (compression leaves 206s alone), and the other
+            // conditions can only be checked on the whole response: no Range.
             headers.remove(header::RANGE);
             headers.remove(header::IF_RANGE);
         }
@@ -147,6 +148,7 @@ where
             checks: Checks {
                 conditions: (!conditions.is_empty()).then_some(conditions),
                 head,
+                http2,
             },
         }
     }
@@ -166,6 +168,8 @@ struct Checks {
     conditions: Option<Conditions>,
     /// The request was a HEAD: an answer made here has no content (RFC 9110 §9.3.2).
     head: bool,
+    /// The request came over HTTP/2, where a 304's `Content-Length` is sent as given.
+    http2: bool,
 }
 
 impl Checks {
@@ -238,11 +242,19 @@ where
             }
             Decision::NotModified => {
                 drop(body);
+                // Where a length is written as given, the 200's own stays (RFC 9110 §8.6).
+                let written = this.checks.head || this.checks.http2;
+                let length = written
+                    .then(|| head.headers.remove(header::CONTENT_LENGTH))
+                    .flatten();
                 into_not_modified(&mut head.status, &mut head.headers);
                 if head.extensions.get::<Outcome>().is_some() {
                     head.extensions.insert(Outcome::NotModified);
                 }
-                let hint = not_modified_hint(&head.headers);
+                let hint = not_modified_hint(written, length.is_some());
+                if let Some(length) = length {
+                    head.headers.insert(header::CONTENT_LENGTH, length);
+                }
                 Response::from_parts(head, ConditionalBody::empty(hint))
             }
             Decision::PreconditionFailed(failed) => {

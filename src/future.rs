@@ -1184,13 +1184,11 @@ impl<P: Predicate> Exchange<P> {
     }
 }
 
-/// A part is not hashed, so `If-Match`, `If-Unmodified-Since` or `If-None-Match` could not be
-/// checked on it (and `If-None-Match` comes before `Range`, RFC 9110 §13.2.2: a match is a
-/// 304, never a 206): without validators from a lookup, ask for the whole representation (a
-/// server may always ignore `Range`, §14.2).
+/// Conditions that only the whole representation can answer (`Conditions::needs_whole`):
+/// without validators from a lookup, ask for the whole (a server may always ignore `Range`,
+/// RFC 9110 §14.2).
 pub(crate) fn whole_if_validated<B>(conditions: &Conditions, req: &mut Request<B>) {
-    if conditions.has_range && (conditions.checks_whole() || conditions.if_none_match.is_present())
-    {
+    if conditions.has_range && conditions.needs_whole() {
         req.headers_mut().remove(header::RANGE);
         req.headers_mut().remove(header::IF_RANGE);
     }

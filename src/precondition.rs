@@ -266,6 +266,14 @@ impl Conditions {
         self.if_match.is_present() || self.if_unmodified_since.is_some()
     }
 
+    /// Whether, with `Range`, these conditions can only be evaluated on the whole
+    /// representation: `If-Match` and `If-Unmodified-Since` (a part is not hashed), and
+    /// `If-None-Match` and `If-Modified-Since`, which come before `Range` (RFC 9110 §13.2.2:
+    /// a 304, never a 206, and made from the 200's head).
+    pub(crate) fn needs_whole(&self) -> bool {
+        self.checks_whole() || self.if_none_match.is_present() || self.if_modified_since.is_some()
+    }
+
     /// Forgets `Range` and `If-Range`: from here on they are someone else's to honour.
     pub(crate) fn drop_range(&mut self) {
         self.has_range = false;

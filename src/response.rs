@@ -304,29 +304,32 @@ pub(crate) fn into_not_modified(status: &mut StatusCode, headers: &mut HeaderMap
 /// The size the (empty) body of a 304 made by [`CodingTagsLayer`](crate::CodingTagsLayer)
 /// reports. A 304 may carry only the 200's `Content-Length` (RFC 9110 §8.6), and a router
 /// that writes lengths from body sizes (axum) makes `Content-Length: 0` of an exact zero,
-/// which hyper sends as given on a HEAD and over HTTP/2. Without the 200's length (an
-/// encoded 200 has none) the size is unknown — safe here, where compression is inside by
-/// design: hyper's HTTP/1.1 writer gives a 304 no framing either way. With the 200's length
-/// in the header, an exact zero keeps anything outside from taking the 304 for content.
-/// (The conditional layer keeps the exact zero when it has no length to give, since
-/// compression may sit outside it.)
-pub(crate) fn not_modified_hint(headers: &HeaderMap) -> SizeHint {
-    if headers.contains_key(header::CONTENT_LENGTH) {
-        SizeHint::with_exact(0)
-    } else {
+/// which hyper sends as given on a HEAD and over HTTP/2 (`written`). There, without the 200's
+/// length in the header (an encoded 200 has none), the size is unknown — safe in the recipe,
+/// where compression is inside. Elsewhere (a GET over HTTP/1.1, whose 304 hyper sends
+/// without a length), and wherever the 200's length is in the header, an exact zero keeps a
+/// compression layer outside from taking the 304 for content to encode.
+pub(crate) fn not_modified_hint(written: bool, length_given: bool) -> SizeHint {
+    if written && !length_given {
         SizeHint::default()
+    } else {
+        SizeHint::with_exact(0)
     }
 }
 
-/// The complete length a 206's `Content-Range` names (`bytes 0-4/43` → 43; RFC 9110 §14.4),
-/// when there is one field and it names one.
+/// The complete length, in octets, a 206's `Content-Range` names (`bytes 0-4/43` → 43; RFC
+/// 9110 §14.4), when there is one field, in bytes, and it names one.
 pub(crate) fn complete_length(headers: &HeaderMap) -> Option<u64> {
     let mut fields = headers.get_all(header::CONTENT_RANGE).iter();
     let value = fields.next()?.to_str().ok()?;
     if fields.next().is_some() {
         return None;
     }
-    let (_, complete) = value.rsplit_once('/')?;
+    let (unit, range) = value.trim_start().split_once(' ')?;
+    if !unit.eq_ignore_ascii_case("bytes") {
+        return None;
+    }
+    let (_, complete) = range.rsplit_once('/')?;
     let complete = complete.trim();
     if complete.is_empty() || !complete.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -495,6 +498,12 @@ mod tests {
         assert_eq!(with(&["bytes 0-4/-1"]), None);
         assert_eq!(with(&["bytes 0-4/"]), None);
         assert_eq!(with(&["bytes 0-4"]), None);
+        assert_eq!(with(&["items 0-1/9999"]), None, "not octets");
+        assert_eq!(
+            with(&["Bytes 0-4/11"]),
+            Some(11),
+            "units are case-insensitive"
+        );
         assert_eq!(
             with(&["bytes 0-4/99999999999999999999999"]),
             None,

@@ -97,6 +97,36 @@ async fn within<F: std::future::Future>(fut: F) -> F::Output {
 /// spliced file is garbage. RFC 9110 §13.1.5 (If-Range validates the selected
 /// representation, strong comparison), §8.8.3 ("one coding's tag never validates the
 /// other"), DESIGN §3 "A 206 never combines a validator with bytes of another version".
+/// `If-None-Match` (and `If-Modified-Since`) come before `Range` (RFC 9110 §13.2.2): in the
+/// recipe, a current tag of either coding with a `Range` is a 304, not the service's 206
+/// (on which no coding's tag can be checked).
+#[tokio::test]
+async fn coding_tags_if_none_match_with_range_is_304_not_206() {
+    let body = report_text();
+    let stack = ServiceBuilder::new()
+        .layer(CodingTagsLayer::new())
+        .layer(CompressionLayer::new())
+        .layer(ConditionalLayer::new())
+        .service(ranged_handler(body.clone()));
+    let addr = serve(stack).await;
+    for coding in ["identity", "gzip"] {
+        let whole = within(call(addr, "GET", "/r", &[("accept-encoding", coding)], "")).await;
+        let current = tag(whole.headers());
+        for (inm, expected) in [
+            (current.as_str(), StatusCode::NOT_MODIFIED),
+            ("\"old\"", StatusCode::OK),
+        ] {
+            let headers = [
+                ("accept-encoding", coding),
+                ("if-none-match", inm),
+                ("range", "bytes=0-9"),
+            ];
+            let resp = within(call(addr, "GET", "/r", &headers, "")).await;
+            assert_eq!(resp.status(), expected, "{coding}, If-None-Match {inm}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn coding_tags_if_range_of_the_gzip_tag_never_yields_identity_bytes() {
     let body = report_text();

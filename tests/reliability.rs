@@ -1540,10 +1540,11 @@ async fn a_lookup_answered_304_carries_the_length_the_lookup_knows() {
     }
 }
 
-/// The length a 304 keeps is the 200's, not whatever the response it was made from said: a
-/// 206 (its part's length; the 200's is the complete length in `Content-Range`), or an encoded
-/// 200 under `CodingTagsLayer` (no length at all, so the 304 says none over HTTP/2 or on a
-/// HEAD, where axum would otherwise write an exact zero as `Content-Length: 0`).
+/// The length a 304 keeps is the 200's: with a `Range`, the 304 (never a 206, §13.2.2) is made
+/// from the whole 200, not from a part; under `CodingTagsLayer` an encoded 200 has no length at
+/// all, so the 304 says none over HTTP/2 or on a HEAD (where axum would otherwise write an
+/// exact zero as `Content-Length: 0`) — and over HTTP/1.1 a GET's 304 keeps an exact zero,
+/// so compression outside the recipe does not encode it.
 #[tokio::test]
 async fn a_304_keeps_the_200s_length_not_a_parts_nor_a_zero() {
     const PAGE: &[u8] = b"hello world";
@@ -1631,4 +1632,46 @@ async fn a_304_keeps_the_200s_length_not_a_parts_nor_a_zero() {
             resp.headers()
         );
     }
+
+    // An app-wide compression layer outside the recipe: a GET's 304 over HTTP/1.1 is not
+    // encoded (no Content-Encoding relabelling what a cache stored).
+    let wrapped = axum::Router::new()
+        .route(
+            "/report",
+            axum::routing::get(report).route_layer(
+                ServiceBuilder::new()
+                    .layer(tower_conditional::CodingTagsLayer::new())
+                    .layer(ConditionalLayer::new()),
+            ),
+        )
+        .layer(tower_http::compression::CompressionLayer::new());
+    let outer = serve(wrapped).await;
+    let identity = ask(H1, outer, {
+        Request::builder()
+            .uri("/report")
+            .header(header::HOST, "t")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    })
+    .await;
+    let tag = identity.headers()[header::ETAG]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let revalidated = ask(H1, outer, {
+        Request::builder()
+            .uri("/report")
+            .header(header::HOST, "t")
+            .header(header::ACCEPT_ENCODING, "gzip")
+            .header(header::IF_NONE_MATCH, tag.as_str())
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    })
+    .await;
+    assert_eq!(revalidated.status(), StatusCode::NOT_MODIFIED);
+    assert!(
+        !revalidated.headers().contains_key(header::CONTENT_ENCODING),
+        "{:?}",
+        revalidated.headers()
+    );
 }
