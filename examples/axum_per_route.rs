@@ -19,8 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequestParts, Path, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
@@ -133,6 +134,7 @@ fn app() -> Router {
                 .lookup(notes_lookup)
                 .serialize_writes(true),
         )
+        .route_layer(middleware::from_fn(whole_puts_only))
         .with_state(notes);
 
     let strict = Router::new()
@@ -157,7 +159,8 @@ fn app() -> Router {
                 .lookup(config_lookup)
                 .require_preconditions(true)
                 .serialize_writes(true),
-        );
+        )
+        .route_layer(middleware::from_fn(whole_puts_only));
 
     let streams = Router::new()
         .route("/events", get(events))
@@ -181,6 +184,19 @@ fn app() -> Router {
         .merge(strict)
         .merge(streams)
         .merge(own_tag)
+}
+
+/// A PUT with `Content-Range` would store a part as the whole: 400 (RFC 9110 §14.5), from
+/// outside the conditional layer, so it comes before any precondition (and the 428).
+async fn whole_puts_only(request: Request, next: Next) -> Response {
+    if request.method() == Method::PUT && request.headers().contains_key(header::CONTENT_RANGE) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "PUT with Content-Range is not supported\n",
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 #[tokio::main]

@@ -1421,6 +1421,10 @@ async fn scim_strict_requires_if_match_with_428() {
     let id = created.assert_resource(StatusCode::CREATED, "User");
     let path = format!("/Users/{id}");
     let body = serde_json::json!({ "userName": "strict", "title": "x" }).to_string();
+    // A partial PUT is 400 before the 428 (RFC 9110 §14.5).
+    scim.call("PUT", &path, &[("content-range", "bytes 0-9/99")], &body)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, None);
     let patch = serde_json::json!({ "schemas": [PATCH_OP], "Operations": [
         { "op": "replace", "path": "title", "value": "y" }
     ] })

@@ -107,6 +107,23 @@ async fn axum_per_route() {
         .status(),
         StatusCode::NOT_MODIFIED
     );
+
+    // A partial PUT is 400 before any precondition: a stale one, and the strict route's 428.
+    let partial = ("content-range", "bytes 0-1/10");
+    for (path, headers) in [
+        ("/notes/partial", vec![partial]),
+        ("/notes/partial", vec![partial, ("if-match", "\"stale\"")]),
+        ("/config", vec![partial]),
+        ("/config", vec![partial, ("if-match", "\"stale\"")]),
+    ] {
+        let r = call(a, "PUT", path, &headers, "ab").await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path} {headers:?}");
+    }
+    assert_eq!(
+        call(a, "GET", "/notes/partial", &[], "").await.status(),
+        StatusCode::NOT_FOUND,
+        "nothing was written"
+    );
 }
 
 #[tokio::test]
@@ -138,6 +155,39 @@ async fn hyper_service() {
             .status(),
         StatusCode::OK,
         "changed"
+    );
+    // What is 404, 405 or 400 without preconditions stays so with stale ones (RFC 9110
+    // §13.2.1, §14.5), and nothing is written.
+    for (method, path, headers, expect) in [
+        ("PUT", "/other", &[][..], StatusCode::NOT_FOUND),
+        (
+            "DELETE",
+            "/counter",
+            &[][..],
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        ("PATCH", "/counter", &[][..], StatusCode::METHOD_NOT_ALLOWED),
+        (
+            "PUT",
+            "/counter",
+            &[("content-range", "bytes 0-1/10")][..],
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        for condition in [
+            None,
+            Some(("if-match", "\"stale\"")),
+            Some(("if-match", "*")),
+        ] {
+            let mut all = headers.to_vec();
+            all.extend(condition);
+            let r = call(a, method, path, &all, "42").await;
+            assert_eq!(r.status(), expect, "{method} {path} {all:?}");
+        }
+    }
+    assert_eq!(
+        collect(call(a, "GET", "/counter", &[], "").await.into_body()).await,
+        "1"
     );
 }
 
