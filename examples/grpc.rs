@@ -10,6 +10,8 @@
 //! entry on the unary `Update` call is checked against the lookup (which reads the item named
 //! by the `item-id` metadata entry) before the service runs, and a stale one is answered
 //! with gRPC status FAILED_PRECONDITION in a trailers-only response — never an HTTP 412.
+//! `Update` then writes only the item `item-id` names (INVALID_ARGUMENT otherwise), as a
+//! compare-and-swap on what the layer checked.
 //!
 //! The service is written by hand over `tonic::server::Grpc` and prost messages, so the
 //! example needs no `protoc`; generated code does the same.
@@ -25,7 +27,9 @@ use futures_util::Stream;
 use tonic::server::{Grpc, NamedService, ServerStreamingService, UnaryService};
 use tonic::{Request, Response, Status};
 use tonic_prost::ProstCodec;
-use tower_conditional::{lookup_fn, ConditionalLayer, EntityTag, LookupRequest, Validators};
+use tower_conditional::{
+    lookup_fn, ConditionalLayer, EntityTag, Expectation, LookupRequest, Validators,
+};
 
 /// `items.Items/Get` and `Update` answer this; `Watch` streams it.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -98,10 +102,51 @@ impl UnaryService<UpdateItem> for Update {
     type Future = BoxFuture<'static, Result<Response<Item>, Status>>;
 
     fn call(&mut self, request: Request<UpdateItem>) -> Self::Future {
+        let named = request
+            .metadata()
+            .get("item-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let expected = request.extensions().get::<Expectation>().cloned();
         let UpdateItem { id, value } = request.into_inner();
-        self.0.lock().unwrap().insert(id.clone(), value.clone());
-        Box::pin(async move { Ok(Response::new(item(&id, &value))) })
+        let answer = update(&self.0, named, expected.as_ref(), id, value);
+        Box::pin(async move { answer })
     }
+}
+
+/// The write the layer let through. It checked the item the `item-id` metadata names, so the
+/// message must name that item too; and another writer may have come in between, so the
+/// write is a compare-and-swap on what was checked (the `Expectation`).
+fn update(
+    store: &Store,
+    named: Option<String>,
+    expected: Option<&Expectation>,
+    id: String,
+    value: String,
+) -> Result<Response<Item>, Status> {
+    if (named.is_some() || expected.is_some()) && named.as_deref() != Some(id.as_str()) {
+        return Err(Status::invalid_argument(format!(
+            "the item-id metadata ({}) must name the item the message updates ({id})",
+            named.as_deref().unwrap_or("missing")
+        )));
+    }
+    let mut store = store.lock().unwrap();
+    let current = store
+        .get(&id)
+        .map(|v| EntityTag::from_content(v.as_bytes()));
+    if let Some(e) = expected {
+        let lost = (e.must_not_exist() && current.is_some())
+            || (e.must_exist() && current.is_none())
+            || e.etag()
+                .is_some_and(|tag| !current.as_ref().is_some_and(|c| tag.strong_eq(c)));
+        if lost {
+            return Err(Status::failed_precondition(
+                "the item changed while this call was checked; nothing was written",
+            ));
+        }
+    }
+    store.insert(id.clone(), value.clone());
+    Ok(Response::new(item(&id, &value)))
 }
 
 #[derive(Clone)]

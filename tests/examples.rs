@@ -455,6 +455,27 @@ mod grpc {
             .await
             .unwrap();
         assert_eq!(plain.value, "unconditional");
+
+        // The checked item is the written item: a current tag of item 77 does not let a call
+        // overwrite item 42.
+        let other = UpdateItem {
+            id: "77".into(),
+            value: "seventy-seven".into(),
+        };
+        let other = unary(a, "/items.Items/Update", other, &[]).await.unwrap();
+        let hijack = unary(
+            a,
+            "/items.Items/Update",
+            update("hijack"),
+            &[("item-id", "77"), ("if-match", &other.etag)],
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(hijack.code(), tonic::Code::InvalidArgument);
+        let current = unary(a, "/items.Items/Get", GetItem { id: "42".into() }, &[])
+            .await
+            .unwrap();
+        assert_eq!(current.value, "unconditional", "nothing written");
     }
 
     #[test]
