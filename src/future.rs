@@ -1163,9 +1163,12 @@ impl<P: Predicate> Exchange<P> {
                 crate::response::complete_length(&head.headers).map(HeaderValue::from)
             } else {
                 // Taken out, not copied: `into_not_modified` would remove it anyway.
+                // Or the body's size: a GET's, or a HEAD's that is not empty (a HEAD handler
+                // that sends content sends the GET's, as axum's do, which axum drops later).
                 head.headers.remove(header::CONTENT_LENGTH).or_else(|| {
-                    let held = self.has_get_body().then(|| body.hint().exact());
-                    held.flatten().map(HeaderValue::from)
+                    let size = body.hint().exact();
+                    let size = size.filter(|&n| self.has_get_body() || n > 0);
+                    size.map(HeaderValue::from)
                 })
             };
             drop(body);

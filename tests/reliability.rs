@@ -1633,6 +1633,34 @@ async fn a_304_keeps_the_200s_length_not_a_parts_nor_a_zero() {
         );
     }
 
+    // HEAD sent to the service as HEAD (`head_as_get(false)`), a handler with its own tag that
+    // answers it with the GET's content (as axum handlers do): the 304 says that length, not
+    // axum's 0.
+    let own = tag.clone();
+    let tagged = move || {
+        let own = own.clone();
+        async move { ([(header::ETAG, own)], "hello world") }
+    };
+    let head_as_head = axum::Router::new().route(
+        "/own",
+        axum::routing::get(tagged).layer(ConditionalLayer::new().head_as_get(false)),
+    );
+    let own_addr = serve(head_as_head).await;
+    for version in [H1, H2] {
+        let req = Request::builder()
+            .method("HEAD")
+            .uri("/own")
+            .header(header::HOST, "t")
+            .header(header::IF_NONE_MATCH, tag.as_str())
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = ask(version, own_addr, req).await;
+        assert_eq!(resp.status(), StatusCode::NOT_MODIFIED, "{version:?}");
+        if let Some(length) = resp.headers().get(header::CONTENT_LENGTH) {
+            assert_eq!(length, "11", "{version:?}");
+        }
+    }
+
     // An app-wide compression layer outside the recipe: a GET's 304 over HTTP/1.1 is not
     // encoded (no Content-Encoding relabelling what a cache stored).
     let wrapped = axum::Router::new()
