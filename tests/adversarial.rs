@@ -72,6 +72,19 @@ fn ranged_handler(body: Bytes) -> Handler<hyper::body::Incoming> {
     }))
 }
 
+/// The compression recipe (README "Compression") around `inner`.
+fn recipe<S>(
+    inner: S,
+) -> tower_conditional::CodingTags<
+    tower_http::compression::Compression<tower_conditional::Conditional<S>>,
+> {
+    ServiceBuilder::new()
+        .layer(CodingTagsLayer::new())
+        .layer(CompressionLayer::new())
+        .layer(ConditionalLayer::new())
+        .service(inner)
+}
+
 /// Answers every request with the report, as text/plain.
 fn report<B: Send + 'static>() -> Handler<B> {
     Handler::new(service_fn(|_req: Request<B>| async {
@@ -102,13 +115,7 @@ async fn within<F: std::future::Future>(fut: F) -> F::Output {
 /// (on which no coding's tag can be checked).
 #[tokio::test]
 async fn coding_tags_if_none_match_with_range_is_304_not_206() {
-    let body = report_text();
-    let stack = ServiceBuilder::new()
-        .layer(CodingTagsLayer::new())
-        .layer(CompressionLayer::new())
-        .layer(ConditionalLayer::new())
-        .service(ranged_handler(body.clone()));
-    let addr = serve(stack).await;
+    let addr = serve(recipe(ranged_handler(report_text()))).await;
     for coding in ["identity", "gzip"] {
         let whole = within(call(addr, "GET", "/r", &[("accept-encoding", coding)], "")).await;
         let current = tag(whole.headers());
@@ -130,12 +137,7 @@ async fn coding_tags_if_none_match_with_range_is_304_not_206() {
 #[tokio::test]
 async fn coding_tags_if_range_of_the_gzip_tag_never_yields_identity_bytes() {
     let body = report_text();
-    let stack = ServiceBuilder::new()
-        .layer(CodingTagsLayer::new())
-        .layer(CompressionLayer::new())
-        .layer(ConditionalLayer::new())
-        .service(ranged_handler(body.clone()));
-    let addr = serve(stack).await;
+    let addr = serve(recipe(ranged_handler(body.clone()))).await;
 
     let first = within(call(
         addr,
@@ -805,11 +807,7 @@ async fn a_runtime_without_timers_holds_the_body_instead_of_panicking() {
 /// with that tag — so caches that learn a tag from HEAD revalidate the GET they later make.
 #[tokio::test]
 async fn guard_head_in_the_compression_recipe_carries_the_gets_tag_per_coding() {
-    let stack = ServiceBuilder::new()
-        .layer(CodingTagsLayer::new())
-        .layer(CompressionLayer::new())
-        .layer(ConditionalLayer::new())
-        .service(report());
+    let stack = recipe(report());
     let addr = serve(stack).await;
     for coding in ["gzip", "identity"] {
         let get = within(call(addr, "GET", "/r", &[("accept-encoding", coding)], "")).await;
@@ -846,11 +844,7 @@ async fn guard_head_in_the_compression_recipe_carries_the_gets_tag_per_coding() 
 /// bytes of gzip framing. The HEAD says the identity length instead.
 #[tokio::test]
 async fn a_head_over_http2_in_the_compression_recipe_has_no_data() {
-    let stack = ServiceBuilder::new()
-        .layer(CodingTagsLayer::new())
-        .layer(CompressionLayer::new())
-        .layer(ConditionalLayer::new())
-        .service(report());
+    let stack = recipe(report());
     let addr = serve(stack).await;
     let mut h2 = common::h2_client(addr).await;
     for coding in ["gzip", "identity"] {
@@ -1007,20 +1001,16 @@ fn recipe_with_date(
     Error = Infallible,
 > + Clone {
     let body = report_text();
-    ServiceBuilder::new()
-        .layer(CodingTagsLayer::new())
-        .layer(CompressionLayer::new())
-        .layer(ConditionalLayer::new())
-        .service(service_fn(move |_req: Request<String>| {
-            let body = body.clone();
-            async move {
-                let mut b = Response::builder().header(header::CONTENT_TYPE, "text/plain");
-                if let Some(date) = modified {
-                    b = b.header(header::LAST_MODIFIED, date);
-                }
-                Ok::<_, Infallible>(b.body(full(body)).unwrap())
+    recipe(service_fn(move |_req: Request<String>| {
+        let body = body.clone();
+        async move {
+            let mut b = Response::builder().header(header::CONTENT_TYPE, "text/plain");
+            if let Some(date) = modified {
+                b = b.header(header::LAST_MODIFIED, date);
             }
-        }))
+            Ok::<_, Infallible>(b.body(full(body)).unwrap())
+        }
+    }))
 }
 
 /// The compression recipe's own 412 to a HEAD (If-Match checked on the final response) has
