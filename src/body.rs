@@ -92,15 +92,20 @@ impl<B: Body> ConditionalBody<B> {
         }
     }
 
-    /// The same body for a HEAD response: a body the layer made itself keeps only its length.
-    pub(crate) fn without_content(self) -> Self {
-        match self.kind {
-            Kind::Full { data } => {
-                let len = data.as_ref().map_or(0, |d| d.len() as u64);
-                ConditionalBody::empty(SizeHint::with_exact(len))
-            }
-            kind => ConditionalBody { kind },
-        }
+    /// The same response for a HEAD: a body the layer made itself keeps only its length, in
+    /// `Content-Length`. The empty body reports an exact zero, so that nothing outside
+    /// (compression) encodes it: an encoder writes framing even for nothing, and DATA on a
+    /// HEAD response is a stream error over HTTP/2.
+    pub(crate) fn without_content(response: &mut http::Response<Self>) {
+        let len = match &response.body().kind {
+            Kind::Full { data } => data.as_ref().map_or(0, |d| d.len() as u64),
+            _ => return,
+        };
+        response
+            .headers_mut()
+            .entry(http::header::CONTENT_LENGTH)
+            .or_insert_with(|| http::HeaderValue::from(len));
+        *response.body_mut() = ConditionalBody::empty(SizeHint::with_exact(0));
     }
 
     /// No data. `hint` is what the size hint reports: for a HEAD response over HTTP/1.1, the

@@ -49,7 +49,7 @@ use crate::etag::EntityTag;
 use crate::header::{parse_date_value, IfRange, TagList};
 use crate::outcome::Outcome;
 use crate::precondition::{evaluate, Conditions, Decision, Options};
-use crate::response::{into_not_modified, not_modified_hint, Rejection, RejectionKind};
+use crate::response::{into_not_modified, not_modified_size, Rejection, RejectionKind};
 use crate::validators::Validators;
 
 /// The codings whose suffix is recognised on incoming tags.
@@ -251,7 +251,15 @@ where
                 if head.extensions.get::<Outcome>().is_some() {
                     head.extensions.insert(Outcome::NotModified);
                 }
-                let hint = not_modified_hint(written, length.is_some());
+                // A HEAD over HTTP/1.1 without the 200's length reports an unknown size, so
+                // that a router writing lengths from body sizes (axum) writes none; hyper
+                // never sends a HEAD response's body, so nothing outside can turn it into
+                // DATA. Everywhere else, an exact zero (see `not_modified_size`).
+                let hint = if this.checks.head && !this.checks.http2 && length.is_none() {
+                    http_body::SizeHint::default()
+                } else {
+                    not_modified_size()
+                };
                 if let Some(length) = length {
                     head.headers.insert(header::CONTENT_LENGTH, length);
                 }
@@ -264,7 +272,7 @@ where
                     .problem_response()
                     .map(ConditionalBody::full);
                 if this.checks.head {
-                    response = response.map(ConditionalBody::without_content);
+                    ConditionalBody::without_content(&mut response);
                 }
                 if head.extensions.get::<Outcome>().is_some() {
                     response.extensions_mut().insert(Outcome::Rejected(kind));

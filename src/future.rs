@@ -22,7 +22,7 @@ use std::task::{ready, Context, Poll};
 
 use futures_util::lock::{OwnedMutexGuard, OwnedMutexLockFuture};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body::{Body, SizeHint};
+use http_body::Body;
 use pin_project_lite::pin_project;
 use tower::util::Oneshot;
 use tower::Service;
@@ -36,7 +36,9 @@ use crate::lookup::{Current, Source, VersionLookup};
 use crate::outcome::{NoTag, Outcome, Untagged};
 use crate::precondition::{evaluate, Carried, Conditions, Decision, Sent};
 use crate::predicate::{fits, HeadFields, Predicate};
-use crate::response::{into_not_modified, not_modified_from, Rejection, RejectionKind};
+use crate::response::{
+    into_not_modified, not_modified_from, not_modified_size, Rejection, RejectionKind,
+};
 use crate::validators::Validators;
 
 pin_project! {
@@ -575,9 +577,7 @@ impl<P> Exchange<P> {
     #[inline(always)]
     fn finished<B: Body>(&self, response: &mut Response<ConditionalBody<B>>, outcome: Outcome) {
         if matches!(self.method, Method::HEAD) {
-            let body = response.body_mut();
-            let full = std::mem::replace(body, ConditionalBody::empty(SizeHint::default()));
-            *body = full.without_content();
+            ConditionalBody::without_content(response);
         }
         tracing::debug!(
             ?outcome,
@@ -610,7 +610,7 @@ impl<P> Exchange<P> {
         // (hyper writes no Content-Length on a 204 or 304; an exact zero also keeps a
         // compression layer outside from encoding nothing.)
         if head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED {
-            return Response::from_parts(head, ConditionalBody::empty(SizeHint::with_exact(0)));
+            return Response::from_parts(head, ConditionalBody::empty(not_modified_size()));
         }
         // The GET's length goes in the header. Over HTTP/1.1 the empty body reports the GET's
         // size, so that a compression layer outside labels the HEAD as it does the GET (same
@@ -627,7 +627,7 @@ impl<P> Exchange<P> {
             }
         }
         let hint = if self.http2 {
-            SizeHint::with_exact(0)
+            not_modified_size()
         } else {
             hint
         };
@@ -899,7 +899,7 @@ impl<P: Predicate> Exchange<P> {
                         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
                     }
                 }
-                let mut response = Response::new(ConditionalBody::empty(SizeHint::with_exact(0)));
+                let mut response = Response::new(ConditionalBody::empty(not_modified_size()));
                 *response.status_mut() = status;
                 *response.headers_mut() = headers;
                 return Next::Done(Ok((response, Outcome::NotModified)));
@@ -910,6 +910,16 @@ impl<P: Predicate> Exchange<P> {
             Decision::IgnoreRange | Decision::NotModified => {
                 pending.req.headers_mut().remove(header::RANGE);
                 pending.req.headers_mut().remove(header::IF_RANGE);
+            }
+            // What the lookup could not evaluate (no tag for `If-None-Match`, no date for
+            // `If-Modified-Since`) is evaluated on the service's response, and before `Range`
+            // (RFC 9110 §13.2.2): the whole, as without a lookup.
+            Decision::Proceed
+                if (conditions.if_none_match.is_present() && current.etag().is_none())
+                    || (conditions.if_modified_since.is_some()
+                        && current.last_modified().is_none()) =>
+            {
+                whole_if_validated(conditions, &mut pending.req);
             }
             // `If-Range` stays on the request: the service re-checks it against the version
             // it actually serves, so a write landing in between cannot splice versions.
@@ -1177,7 +1187,7 @@ impl<P: Predicate> Exchange<P> {
                 head.headers.insert(header::CONTENT_LENGTH, length);
             }
             // An exact zero: no layer outside (compression) takes it for content to encode.
-            let empty = ConditionalBody::empty(SizeHint::with_exact(0));
+            let empty = ConditionalBody::empty(not_modified_size());
             return Next::Done(Ok((
                 Response::from_parts(head, empty),
                 Outcome::NotModified,

@@ -191,8 +191,8 @@ impl<L, P> ConditionalLayer<L, P> {
     ///
     /// Such a 304 carries the lookup's `ETag` (or `Last-Modified`) and the fields the lookup
     /// adds with [`Validators::with_header`](crate::Validators::with_header)
-    /// (`Cache-Control`, `Vary`, the 200's `Content-Length`, …), but nothing else the
-    /// handler would have sent; enable it where that is fine.
+    /// (`Cache-Control`, `Vary`, and the 200's `Content-Length` on a HEAD or over HTTP/2, …),
+    /// but nothing else the handler would have sent; enable it where that is fine.
     /// Has no effect without a lookup service. A lookup that fails lets the read through to
     /// the service. Let the lookup authorize (see [`lookup`](crate::lookup)): otherwise a
     /// 304 confirms a guessed tag to anyone.

@@ -301,20 +301,15 @@ pub(crate) fn into_not_modified(status: &mut StatusCode, headers: &mut HeaderMap
     }
 }
 
-/// The size the (empty) body of a 304 made by [`CodingTagsLayer`](crate::CodingTagsLayer)
-/// reports. A 304 may carry only the 200's `Content-Length` (RFC 9110 §8.6), and a router
-/// that writes lengths from body sizes (axum) makes `Content-Length: 0` of an exact zero,
-/// which hyper sends as given on a HEAD and over HTTP/2 (`written`). There, without the 200's
-/// length in the header (an encoded 200 has none), the size is unknown — safe in the recipe,
-/// where compression is inside. Elsewhere (a GET over HTTP/1.1, whose 304 hyper sends
-/// without a length), and wherever the 200's length is in the header, an exact zero keeps a
-/// compression layer outside from taking the 304 for content to encode.
-pub(crate) fn not_modified_hint(written: bool, length_given: bool) -> SizeHint {
-    if written && !length_given {
-        SizeHint::default()
-    } else {
-        SizeHint::with_exact(0)
-    }
+/// The size the empty body of every 304 (and every body-less answer to a HEAD) reports: an
+/// exact zero. A compression layer outside takes a body of unknown size for content to
+/// encode (tower-http's does), and its encoder writes framing even for nothing — DATA on a
+/// 304 or a HEAD response, a stream error over HTTP/2. The 200's length, where it is known
+/// and written as given (a HEAD, HTTP/2), is in `Content-Length`; where it is not known, a
+/// router that writes lengths from body sizes (axum) says `content-length: 0`, which a cache
+/// ignores on a 304 (RFC 9111 §3.2) — the lesser fault.
+pub(crate) fn not_modified_size() -> SizeHint {
+    SizeHint::with_exact(0)
 }
 
 /// The complete length, in octets, a 206's `Content-Range` names (`bytes 0-4/43` → 43; RFC

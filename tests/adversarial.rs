@@ -867,6 +867,29 @@ async fn a_head_over_http2_in_the_compression_recipe_has_no_data() {
     }
 }
 
+/// The layer's own answer to a HEAD (a 412 here) keeps only its length: with compression
+/// right outside the layer, over HTTP/2, no DATA either.
+#[tokio::test]
+async fn a_heads_412_over_http2_under_compression_has_no_data() {
+    let stack = ServiceBuilder::new()
+        .layer(CompressionLayer::new())
+        .layer(ConditionalLayer::new())
+        .service(report());
+    let addr = serve(stack).await;
+    let mut h2 = common::h2_client(addr).await;
+    let req = Request::head(format!("http://{addr}/r"))
+        .header(header::ACCEPT_ENCODING, "gzip")
+        .header(header::IF_MATCH, "\"stale\"")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let refused = within(h2.send_request(req)).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::PRECONDITION_FAILED);
+    let body = within(refused.into_body().collect())
+        .await
+        .map(|b| b.to_bytes());
+    assert!(body.as_ref().is_ok_and(|b| b.is_empty()), "{body:?}");
+}
+
 /// README "HEAD": "HEAD always carries the GET's ETag". Under `route_layer` (per method) a
 /// route with its own HEAD handler — the usual way to answer HEAD of a large file without
 /// producing it: an empty body and the real `Content-Length` — gets the "GET" sent to that

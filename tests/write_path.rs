@@ -671,6 +671,15 @@ async fn if_none_match_with_range_is_304_never_206() {
         req.body(String::new()).unwrap()
     };
     let plain = ConditionalLayer::new().no_lookup().layer(ranged(&store));
+    // A lookup that knows only the date cannot evaluate If-None-Match: the whole decides.
+    let dated = ConditionalLayer::new()
+        .lookup(lookup_fn(|_req: LookupRequest| async {
+            Ok::<_, Infallible>(Some(Validators::new().with_last_modified(t(1_000_000))))
+        }))
+        .last_modified_from_lookup(true)
+        .layer(ranged(&store));
+    let resp = dated.clone().oneshot(req(&current, None)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_MODIFIED, "date-only lookup");
     let looked_up = ConditionalLayer::new()
         .lookup(store.lookup())
         .layer(ranged(&store));
