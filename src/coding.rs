@@ -241,12 +241,19 @@ where
                 Response::from_parts(head, ConditionalBody::pass_through(body))
             }
             Decision::NotModified => {
-                drop(body);
-                // Where a length is written as given, the 200's own stays (RFC 9110 §8.6).
+                // Where a length is written as given, the 200's own stays (RFC 9110 §8.6): its
+                // `Content-Length`, or for a GET the exact size of the body it would have sent
+                // (a router such as axum writes that header only later, on the way out).
                 let written = this.checks.head || this.checks.http2;
                 let length = written
-                    .then(|| head.headers.remove(header::CONTENT_LENGTH))
+                    .then(|| {
+                        head.headers.remove(header::CONTENT_LENGTH).or_else(|| {
+                            let size = body.size_hint().exact().filter(|_| !this.checks.head);
+                            size.map(HeaderValue::from)
+                        })
+                    })
                     .flatten();
+                drop(body);
                 into_not_modified(&mut head.status, &mut head.headers);
                 if head.extensions.get::<Outcome>().is_some() {
                     head.extensions.insert(Outcome::NotModified);

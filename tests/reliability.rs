@@ -1615,6 +1615,16 @@ async fn a_304_keeps_the_200s_length_not_a_parts_nor_a_zero() {
             "{version:?}: {body:?}"
         );
     }
+    // An identity 200 has a length: its 304 over HTTP/2 carries that, not axum's 0.
+    let identity_200 = get(H2, "identity", None).await;
+    let length = identity_200.headers()[header::CONTENT_LENGTH].clone();
+    let identity_tag = identity_200.headers()[header::ETAG]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let resp = get(H2, "identity", Some(&identity_tag)).await;
+    assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(resp.headers().get(header::CONTENT_LENGTH), Some(&length));
 
     // HEAD sent to the service as HEAD (`head_as_get(false)`), a handler with its own tag that
     // answers it with the GET's content (as axum handlers do): the 304 says that length, not
