@@ -345,8 +345,6 @@ async fn required_preconditions_answer_428() {
 
 #[tokio::test]
 async fn a_failing_lookup_fails_closed_with_503_and_is_traced() {
-    let (captured, _guard) = Captured::install(tracing::Level::INFO);
-
     let store = stored("/u/1", "v1");
     let failing = lookup_fn(|_req: LookupRequest| async {
         Err::<Option<Validators>, _>(std::io::Error::other("db unreachable"))
@@ -354,6 +352,11 @@ async fn a_failing_lookup_fails_closed_with_503_and_is_traced() {
     let svc = ConditionalLayer::new()
         .lookup(failing)
         .layer(store.handler());
+    // Once before the capture, so the event's callsite is registered on this thread (see
+    // `the_outcome_is_traced_at_debug_level`).
+    let warm_up = with(put("/u/1", "v2"), "if-match", &tag_of("v1"));
+    svc.clone().oneshot(warm_up).await.unwrap();
+    let (captured, _guard) = Captured::install(tracing::Level::INFO);
     let resp = svc
         .oneshot(with(put("/u/1", "v2"), "if-match", &tag_of("v1")))
         .await
