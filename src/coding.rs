@@ -49,7 +49,9 @@ use crate::etag::EntityTag;
 use crate::header::{parse_date_value, IfRange, TagList};
 use crate::outcome::Outcome;
 use crate::precondition::{evaluate, Conditions, Decision, Options};
-use crate::response::{into_not_modified, not_modified_size, Rejection, RejectionKind};
+use crate::response::{
+    into_not_modified_keeping_length, not_modified_size, Rejection, RejectionKind,
+};
 use crate::validators::Validators;
 
 /// The codings whose suffix is recognised on incoming tags.
@@ -241,20 +243,13 @@ where
                 Response::from_parts(head, ConditionalBody::pass_through(body))
             }
             Decision::NotModified => {
-                // Where a length is written as given, the 200's own stays (RFC 9110 §8.6): its
-                // `Content-Length`, or for a GET the exact size of the body it would have sent
-                // (a router such as axum writes that header only later, on the way out).
+                // The 200's length where it is written as given; for a GET, the exact size of
+                // the body it would have sent counts (a router such as axum writes that header
+                // only later, on the way out).
                 let written = this.checks.head || this.checks.http2;
-                let length = written
-                    .then(|| {
-                        head.headers.remove(header::CONTENT_LENGTH).or_else(|| {
-                            let size = body.size_hint().exact().filter(|_| !this.checks.head);
-                            size.map(HeaderValue::from)
-                        })
-                    })
-                    .flatten();
+                let size = || body.size_hint().exact().filter(|_| !this.checks.head);
+                let kept = into_not_modified_keeping_length(&mut head, written, size);
                 drop(body);
-                into_not_modified(&mut head.status, &mut head.headers);
                 if head.extensions.get::<Outcome>().is_some() {
                     head.extensions.insert(Outcome::NotModified);
                 }
@@ -262,14 +257,11 @@ where
                 // that a router writing lengths from body sizes (axum) writes none; hyper
                 // never sends a HEAD response's body, so nothing outside can turn it into
                 // DATA. Everywhere else, an exact zero (see `not_modified_size`).
-                let hint = if this.checks.head && !this.checks.http2 && length.is_none() {
+                let hint = if this.checks.head && !this.checks.http2 && !kept {
                     http_body::SizeHint::default()
                 } else {
                     not_modified_size()
                 };
-                if let Some(length) = length {
-                    head.headers.insert(header::CONTENT_LENGTH, length);
-                }
                 Response::from_parts(head, ConditionalBody::empty(hint))
             }
             Decision::PreconditionFailed(failed) => {

@@ -37,7 +37,8 @@ use crate::outcome::{NoTag, Outcome, Untagged};
 use crate::precondition::{evaluate, Carried, Conditions, Decision, Sent};
 use crate::predicate::{fits, HeadFields, Predicate};
 use crate::response::{
-    into_not_modified, not_modified_from, not_modified_size, Rejection, RejectionKind,
+    into_not_modified_keeping_length, not_modified_from, not_modified_size, Rejection,
+    RejectionKind,
 };
 use crate::validators::Validators;
 
@@ -894,8 +895,7 @@ impl<P: Predicate> Exchange<P> {
                 // (see `finish_read`).
                 if matches!(self.mode, Mode::Read { head: true, .. }) || self.http2 {
                     let length = current.headers().get(header::CONTENT_LENGTH);
-                    let length = length.and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
-                    if let Some(length) = length {
+                    if let Some(length) = length.and_then(crate::predicate::length_of) {
                         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
                     }
                 }
@@ -1159,33 +1159,16 @@ impl<P: Predicate> Exchange<P> {
             }
         }
         if decision == Decision::NotModified {
-            // The 304 keeps the 200's length where it is known (RFC 9110 §8.6: the only length
-            // it may carry) — the service's own, or that of the GET body held here — when it
-            // would be written as given: on a HEAD, or over HTTP/2. There a router that writes
-            // lengths from body sizes (axum) would otherwise send a 0; hyper's HTTP/1.1
-            // leaves a GET's 304 without one, and so does the layer.
-            // A 206's own length is its part's: the 200's is the complete length its
-            // `Content-Range` names.
-            let head_request = matches!(self.method, Method::HEAD);
-            let length = if !(head_request || self.http2) {
-                None
-            } else if head.status == StatusCode::PARTIAL_CONTENT {
-                crate::response::complete_length(&head.headers).map(HeaderValue::from)
-            } else {
-                // Taken out, not copied: `into_not_modified` would remove it anyway.
-                // Or the body's size: a GET's, or a HEAD's that is not empty (a HEAD handler
-                // that sends content sends the GET's, as axum's do, which axum drops later).
-                head.headers.remove(header::CONTENT_LENGTH).or_else(|| {
-                    let size = body.hint().exact();
-                    let size = size.filter(|&n| self.has_get_body() || n > 0);
-                    size.map(HeaderValue::from)
-                })
+            // The 200's length where it is written as given. The body's size counts for a
+            // GET's body, or a HEAD's that is not empty (a HEAD handler that sends content
+            // sends the GET's, as axum's do, which axum drops later).
+            let written = matches!(self.method, Method::HEAD) || self.http2;
+            let size = || {
+                let size = body.hint().exact();
+                size.filter(|&n| self.has_get_body() || n > 0)
             };
+            into_not_modified_keeping_length(&mut head, written, size);
             drop(body);
-            into_not_modified(&mut head.status, &mut head.headers);
-            if let Some(length) = length {
-                head.headers.insert(header::CONTENT_LENGTH, length);
-            }
             // An exact zero: no layer outside (compression) takes it for content to encode.
             let empty = ConditionalBody::empty(not_modified_size());
             return Next::Done(Ok((

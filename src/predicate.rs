@@ -235,7 +235,7 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// A `Content-Length` value, when it is a valid length.
-fn length_of(value: &HeaderValue) -> Option<u64> {
+pub(crate) fn length_of(value: &HeaderValue) -> Option<u64> {
     value.to_str().ok()?.trim().parse::<u64>().ok()
 }
 

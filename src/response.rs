@@ -301,6 +301,34 @@ pub(crate) fn into_not_modified(status: &mut StatusCode, headers: &mut HeaderMap
     }
 }
 
+/// Turns the head of a 2xx response into a 304's ([`into_not_modified`]), keeping the 200's
+/// `Content-Length` where a length is written as given (`written`: a HEAD, or HTTP/2; RFC
+/// 9110 §8.6 allows a 304 no other): the response's own — for a 206, the complete length its
+/// `Content-Range` names, not the part's — or else `size`, the exact size of the body the
+/// 200 would have sent. There a router that writes lengths from body sizes (axum) would
+/// otherwise send a 0; hyper's HTTP/1.1 leaves a GET's 304 without one. Returns whether a
+/// length was kept.
+pub(crate) fn into_not_modified_keeping_length(
+    head: &mut http::response::Parts,
+    written: bool,
+    size: impl FnOnce() -> Option<u64>,
+) -> bool {
+    let length = if !written {
+        None
+    } else if head.status == StatusCode::PARTIAL_CONTENT {
+        complete_length(&head.headers).map(HeaderValue::from)
+    } else {
+        // Taken out, not copied: `into_not_modified` would remove it anyway.
+        (head.headers.remove(header::CONTENT_LENGTH)).or_else(|| size().map(HeaderValue::from))
+    };
+    into_not_modified(&mut head.status, &mut head.headers);
+    let kept = length.is_some();
+    if let Some(length) = length {
+        head.headers.insert(header::CONTENT_LENGTH, length);
+    }
+    kept
+}
+
 /// The size the empty body of every 304 (and every body-less answer to a HEAD) reports: an
 /// exact zero. A compression layer outside takes a body of unknown size for content to
 /// encode (tower-http's does), and its encoder writes framing even for nothing — DATA on a
@@ -314,7 +342,7 @@ pub(crate) fn not_modified_size() -> SizeHint {
 
 /// The complete length, in octets, a 206's `Content-Range` names (`bytes 0-4/43` → 43; RFC
 /// 9110 §14.4), when there is one field, in bytes, and it names one.
-pub(crate) fn complete_length(headers: &HeaderMap) -> Option<u64> {
+fn complete_length(headers: &HeaderMap) -> Option<u64> {
     let mut fields = headers.get_all(header::CONTENT_RANGE).iter();
     let value = fields.next()?.to_str().ok()?;
     if fields.next().is_some() {
