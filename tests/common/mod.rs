@@ -628,7 +628,10 @@ pub async fn stalled_write_is_bounded(addr: SocketAddr, path: &str) {
         "PUT {path} HTTP/1.1\r\nHost: t\r\nIf-Match: {tag}\r\nContent-Length: 100\r\n\r\nabcde"
     );
     stalled.write_all(head.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await; // it holds the lock now
+    // It holds the lock now. The next writer starts seconds later, so that its own request
+    // timeout leaves it time once the stalled one's frees the lock (300 ms was too little
+    // on a loaded machine: it timed out too, 408, while waiting).
+    tokio::time::sleep(Duration::from_secs(3)).await;
 
     let started = std::time::Instant::now();
     // Longer than `call`'s liveness bound: this one waits for the timeout on purpose.
@@ -645,7 +648,7 @@ pub async fn stalled_write_is_bounded(addr: SocketAddr, path: &str) {
         next.status()
     );
     assert!(
-        waited >= Duration::from_secs(5),
+        waited >= Duration::from_secs(4),
         "it waited for the lock: {waited:?}"
     );
 
