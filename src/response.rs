@@ -118,8 +118,10 @@ impl Rejection {
             RejectionKind::PreconditionRequired => "Precondition Required",
             RejectionKind::LookupFailed => "Service Unavailable",
             RejectionKind::NotFound => "Not Found",
+            // With `about:blank`, the title is the status's phrase (RFC 9457 §4.2.1); the
+            // detail says what is not implemented.
             RejectionKind::NoVersionSource | RejectionKind::InternalGetMisplaced => {
-                "Conditional Request Not Supported Here"
+                "Not Implemented"
             }
             RejectionKind::IncompleteBody => "Internal Server Error",
         }
@@ -402,6 +404,32 @@ mod tests {
         assert_eq!(status, 304);
         let sent = crate::header::parse_date_value(&h["last-modified"]).unwrap();
         assert!(sent <= SystemTime::now());
+    }
+
+    /// Every problem is `about:blank`, so its title is its status's phrase (RFC 9457 §4.2.1).
+    #[test]
+    fn every_problem_title_is_its_status_phrase() {
+        for kind in [
+            RejectionKind::PreconditionFailed(Failed::IfMatch),
+            RejectionKind::PreconditionFailed(Failed::IfUnmodifiedSince),
+            RejectionKind::PreconditionFailed(Failed::IfNoneMatch),
+            RejectionKind::PreconditionRequired,
+            RejectionKind::LookupFailed,
+            RejectionKind::NotFound,
+            RejectionKind::NoVersionSource,
+            RejectionKind::InternalGetMisplaced,
+            RejectionKind::IncompleteBody,
+        ] {
+            let rejection = Rejection::new(kind, None);
+            assert_eq!(
+                Some(rejection.title()),
+                rejection.status().canonical_reason(),
+                "{kind:?}"
+            );
+            let body = rejection.problem_response().into_body();
+            let json = std::str::from_utf8(&body).unwrap();
+            assert!(json.starts_with("{\"type\":\"about:blank\""), "{json}");
+        }
     }
 
     #[test]
