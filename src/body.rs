@@ -84,6 +84,36 @@ impl<B: Body> ConditionalBody<B> {
         }
     }
 
+    /// The length of a body the layer held whole (every chunk replayed, nothing after them).
+    pub(crate) fn held_len(&self) -> Option<u64> {
+        match &self.kind {
+            Kind::Replay {
+                remaining,
+                rest: None,
+                ..
+            } => Some(*remaining),
+            _ => None,
+        }
+    }
+
+    /// Octets `first..=last` of a body [`held_len`](Self::held_len) measured, without its
+    /// trailers (they speak for the whole). Any other body is returned as it is.
+    pub(crate) fn into_part(self, first: u64, last: u64) -> Self {
+        match self.kind {
+            Kind::Replay {
+                chunks, rest: None, ..
+            } => ConditionalBody {
+                kind: Kind::Replay {
+                    chunks: chunks.part(first, last),
+                    remaining: last - first + 1,
+                    trailers: None,
+                    rest: None,
+                },
+            },
+            kind => ConditionalBody { kind },
+        }
+    }
+
     pub(crate) fn full(data: Bytes) -> Self {
         ConditionalBody {
             kind: Kind::Full {

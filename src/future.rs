@@ -1118,7 +1118,7 @@ impl<P: Predicate> Exchange<P> {
     fn finish_read<S, ReqBody, ResBody, L>(
         &self,
         mut head: http::response::Parts,
-        body: ConditionalBody<ResBody>,
+        mut body: ConditionalBody<ResBody>,
         mut tag: Option<crate::EntityTag>,
         outcome: Outcome,
     ) -> Next<S, ReqBody, ResBody, L>
@@ -1157,6 +1157,13 @@ impl<P: Predicate> Exchange<P> {
                 // Moved, not cloned: the header owns the tag's bytes.
                 head.headers.insert(header::ETAG, tag.into());
             }
+            // The layer took the `Range` because only it could check the `If-Range` tag,
+            // which holds: the part is cut from the body it hashed.
+            if decision == Decision::Proceed {
+                if let Some(range) = self.conditions.taken_range() {
+                    body = partial(&mut head, body, range);
+                }
+            }
         }
         if decision == Decision::NotModified {
             // The 200's length where it is written as given. The body's size counts for a
@@ -1183,6 +1190,30 @@ impl<P: Predicate> Exchange<P> {
 /// Conditions that only the whole representation can answer (`Conditions::needs_whole`):
 /// without validators from a lookup, ask for the whole (a server may always ignore `Range`,
 /// RFC 9110 §14.2).
+/// The one range `range` asks for (RFC 9110 §14.1.2) of a 200 whose body the layer held
+/// whole, as a 206 (§15.3.7: `Content-Range`, the part's `Content-Length`, the 200's other
+/// fields). Several ranges, or one that cannot be satisfied, get the 200 as it is (§14.2: a
+/// server may ignore `Range`).
+fn partial<B: Body>(
+    head: &mut http::response::Parts,
+    body: ConditionalBody<B>,
+    range: &HeaderValue,
+) -> ConditionalBody<B> {
+    let Some(len) = body.held_len().filter(|_| head.status == StatusCode::OK) else {
+        return body;
+    };
+    let Some((first, last)) = crate::header::byte_range(range.as_bytes(), len) else {
+        return body;
+    };
+    let content_range = HeaderValue::try_from(format!("bytes {first}-{last}/{len}"))
+        .expect("digits, a dash and a slash are a valid header value");
+    head.status = StatusCode::PARTIAL_CONTENT;
+    head.headers.insert(header::CONTENT_RANGE, content_range);
+    head.headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(last - first + 1));
+    body.into_part(first, last)
+}
+
 pub(crate) fn whole_if_validated<B>(conditions: &Conditions, req: &mut Request<B>) {
     if conditions.has_range && conditions.needs_whole() {
         req.headers_mut().remove(header::RANGE);

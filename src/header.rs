@@ -289,6 +289,50 @@ fn parse_line(b: &[u8], any: &mut bool, tags: &mut Tags) -> Result<(), Malformed
     }
 }
 
+/// The one byte range a `Range` value asks of a representation of `len` octets, as
+/// `(first, last)` inclusive (RFC 9110 §14.1.2): `bytes=first-last`, `bytes=first-` or
+/// `bytes=-suffix`, a `last` beyond the end cut to it. `None` where a server may send the
+/// whole instead (§14.2): another unit, several ranges, a malformed value, or a range that
+/// cannot be satisfied (§14.1.1), including any range of an empty representation.
+pub(crate) fn byte_range(value: &[u8], len: u64) -> Option<(u64, u64)> {
+    let (unit, set) = value.split_at(value.iter().position(|&b| b == b'=')?);
+    if !unit.eq_ignore_ascii_case(b"bytes") || len == 0 {
+        return None;
+    }
+    // A list (§5.6.1): empty elements and whitespace around them are allowed; one range only.
+    let mut specs = set[1..]
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|spec| !spec.is_empty());
+    let spec = specs.next()?;
+    if specs.next().is_some() {
+        return None;
+    }
+    let dash = spec.iter().position(|&b| b == b'-')?;
+    let (first, last) = (&spec[..dash], &spec[dash + 1..]);
+    let number = |b: &[u8]| -> Option<Option<u64>> {
+        // Digits only; a value too large for u64 is "beyond any end" (`None` inside).
+        (!b.is_empty() && b.iter().all(u8::is_ascii_digit))
+            .then(|| std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()))
+    };
+    if first.is_empty() {
+        // suffix-range: the last n octets; all of them when n exceeds the length.
+        let suffix = number(last)?.unwrap_or(u64::MAX);
+        return (suffix > 0).then(|| (len.saturating_sub(suffix), len - 1));
+    }
+    let first = number(first)?.filter(|&first| first < len)?;
+    let last = if last.is_empty() {
+        len - 1
+    } else {
+        match number(last)? {
+            Some(last) if last < first => return None,
+            Some(last) => last.min(len - 1),
+            None => len - 1,
+        }
+    };
+    Some((first, last))
+}
+
 /// Parses an HTTP-date field (`If-Modified-Since`, `If-Unmodified-Since`, `Last-Modified`).
 ///
 /// Accepts the three formats of RFC 9110 §5.6.7 (IMF-fixdate, RFC 850, asctime). Returns
@@ -814,5 +858,52 @@ mod tests {
     fn truncation_to_seconds() {
         let t = UNIX_EPOCH + Duration::from_millis(1_500);
         assert_eq!(to_http_seconds(t), UNIX_EPOCH + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn byte_range_reads_one_range_and_leaves_the_rest_to_the_whole() {
+        let range = |v: &str, len| byte_range(v.as_bytes(), len);
+        assert_eq!(range("bytes=0-4", 10), Some((0, 4)));
+        assert_eq!(range("bytes=5-", 10), Some((5, 9)));
+        assert_eq!(range("bytes=-3", 10), Some((7, 9)));
+        assert_eq!(
+            range("BYTES=2-2", 10),
+            Some((2, 2)),
+            "the unit is case-insensitive"
+        );
+        assert_eq!(
+            range("bytes=8-99", 10),
+            Some((8, 9)),
+            "a last beyond the end"
+        );
+        assert_eq!(
+            range("bytes=-99", 10),
+            Some((0, 9)),
+            "a suffix beyond the start"
+        );
+        assert_eq!(range("bytes=3-99999999999999999999999", 10), Some((3, 9)));
+        assert_eq!(
+            range("bytes= 1-2 ,", 10),
+            Some((1, 2)),
+            "list whitespace, empty elements"
+        );
+        for whole in [
+            "bytes=0-1,3-4",               // several ranges
+            "bytes=10-",                   // first beyond the end
+            "bytes=99999999999999999999-", // first too large for anything
+            "bytes=-0",                    // an empty suffix
+            "bytes=4-3",                   // last before first
+            "bytes=a-b",
+            "bytes=1",
+            "bytes=",
+            "bytes=--1",
+            "bytes=+1-2",
+            "items=0-4",
+            "bytes 0-4",
+        ] {
+            assert_eq!(range(whole, 10), None, "{whole}");
+        }
+        assert_eq!(range("bytes=0-", 0), None, "no range of nothing");
+        assert_eq!(range("bytes=-5", 0), None);
     }
 }

@@ -92,6 +92,12 @@ pub(crate) struct Sent {
     /// The `If-None-Match` field, when it came as one line: a computed tag equal to it is
     /// sent back with these bytes (a 304 allocates no header value for its `ETag`).
     if_none_match: Option<HeaderValue>,
+    /// A date field sent beside the tag list that overrides it: `If-Unmodified-Since` with
+    /// `If-Match`, `If-Modified-Since` with `If-None-Match`.
+    overridden_date: bool,
+    /// The `Range` field, when the layer answers it instead of the service (see
+    /// [`Carried::take_range`]).
+    range: Option<HeaderValue>,
 }
 
 impl Sent {
@@ -100,6 +106,8 @@ impl Sent {
         Sent {
             conditions: Conditions::default(),
             if_none_match: None,
+            overridden_date: false,
+            range: None,
         }
     }
 
@@ -107,6 +115,27 @@ impl Sent {
     /// a box).
     fn fill(&mut self, headers: &HeaderMap, sent: [bool; 6]) {
         self.if_none_match = self.conditions.fill(headers, sent, true);
+        let [if_match, if_none_match, if_modified_since, if_unmodified_since, ..] = sent;
+        self.overridden_date =
+            (if_match && if_unmodified_since) || (if_none_match && if_modified_since);
+    }
+
+    /// Removes from `headers` the date fields that RFC 9110 tells every recipient to ignore
+    /// beside a tag list: `If-Unmodified-Since` with `If-Match` (§13.1.4), `If-Modified-Since`
+    /// with `If-None-Match` (§13.1.3). The layer evaluates the request so; a service behind
+    /// it that checks the date as well (tower-http's `ServeDir` answers `If-Modified-Since`
+    /// and ignores `If-None-Match`) would otherwise answer 304 for content that changed
+    /// within its date, or 412 where `If-Match` holds.
+    pub(crate) fn forget_overridden(sent: Option<&Sent>, headers: &mut HeaderMap) {
+        let Some(sent) = sent.filter(|sent| sent.overridden_date) else {
+            return;
+        };
+        if sent.conditions.if_match.is_present() {
+            headers.remove(header::IF_UNMODIFIED_SINCE);
+        }
+        if sent.conditions.if_none_match.is_present() {
+            headers.remove(header::IF_MODIFIED_SINCE);
+        }
     }
 
     /// Parses the request's conditional fields, if it has any.
@@ -155,6 +184,42 @@ impl Carried {
     /// The request's `If-None-Match`, when it is one field line.
     pub(crate) fn if_none_match_line(&self) -> Option<&HeaderValue> {
         self.0.as_ref()?.if_none_match.as_ref()
+    }
+
+    /// The parsed fields, when the request sent any.
+    pub(crate) fn sent(&self) -> Option<&Sent> {
+        self.0.as_deref()
+    }
+
+    /// A GET's `Range` with an entity tag in `If-Range`, where nothing evaluated the tag
+    /// before the service is called (no lookup): the layer keeps both and removes them from
+    /// the request, so the whole representation comes back. The service cannot evaluate a
+    /// tag the layer computed from its body, and one that does not check `If-Range` at all
+    /// (tower-http's `ServeDir`) would send a part of another version under it. Returns
+    /// whether it took them; the layer then answers the range from the body it hashed when
+    /// the tag matches ([`taken_range`](Self::taken_range)).
+    pub(crate) fn take_range(&mut self, headers: &mut HeaderMap) -> bool {
+        let Some(sent) = &mut self.0 else {
+            return false;
+        };
+        let tagged = matches!(sent.conditions.if_range, Some(IfRange::Tag(_)));
+        if !(sent.conditions.has_range && tagged) {
+            return false;
+        }
+        // One `Range` line; several are malformed, and the full 200 answers them.
+        let mut lines = headers.get_all(header::RANGE).iter();
+        sent.range = match (lines.next(), lines.next()) {
+            (Some(one), None) => Some(one.clone()),
+            _ => None,
+        };
+        headers.remove(header::RANGE);
+        headers.remove(header::IF_RANGE);
+        true
+    }
+
+    /// The `Range` the layer took from the request ([`take_range`](Self::take_range)).
+    pub(crate) fn taken_range(&self) -> Option<&HeaderValue> {
+        self.0.as_ref()?.range.as_ref()
     }
 
     /// Forgets `Range` and `If-Range`; see [`Conditions::drop_range`].

@@ -224,8 +224,9 @@ impl<S, L, P> Conditional<S, L, P> {
             req.headers_mut().remove(header::IF_RANGE);
         }
         let mode = Mode::Read { head, as_get };
-        let mut conditions = if self.lookup.is_lookup() {
+        let (mut conditions, range_taken) = if self.lookup.is_lookup() {
             let sent = Sent::parse(req.headers());
+            Sent::forget_overridden(sent.as_ref(), req.headers_mut());
             let conditions = Sent::conditions(&sent);
             let ranged = conditions.has_range && matches!(method, Method::GET);
             let ask_lookup = self.config.last_modified_from_lookup
@@ -239,14 +240,20 @@ impl<S, L, P> Conditional<S, L, P> {
                 let call = LookupCall::NotReady;
                 return ResponseFuture::new(State::Lookup { call, pending }, exchange);
             }
-            Carried::boxed(sent)
+            (Carried::boxed(sent), false)
         } else {
             // Parsed in place, in the box the exchange keeps.
-            Carried::from_headers(req.headers())
+            let mut conditions = Carried::from_headers(req.headers());
+            Sent::forget_overridden(conditions.sent(), req.headers_mut());
+            // Nothing checks an `If-Range` tag before the service: the layer does, after.
+            let taken = matches!(method, Method::GET) && conditions.take_range(req.headers_mut());
+            (conditions, taken)
         };
         // The service answers at once; its response is checked against the conditions.
-        whole_if_validated(&conditions, &mut req);
-        conditions.drop_range();
+        if !range_taken {
+            whole_if_validated(&conditions, &mut req);
+            conditions.drop_range();
+        }
         let mut exchange = self.exchange(method, mode, conditions);
         exchange.http2 = req.version() == Version::HTTP_2;
         self.call_now(exchange, req)
@@ -266,6 +273,7 @@ impl<S, L, P> Conditional<S, L, P> {
         // Held by the pending request while validators are found; the exchange keeps none (a
         // write's response is not evaluated again).
         let sent = Sent::parse(req.headers());
+        Sent::forget_overridden(sent.as_ref(), req.headers_mut());
         let guarded = Sent::conditions(&sent).guards_write();
         let mut exchange = self.exchange(method, Mode::Write, Carried::default());
         exchange.grpc = grpc_content_type(req.headers()).map(Box::new);

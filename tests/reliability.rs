@@ -1691,3 +1691,162 @@ async fn a_304_keeps_the_200s_length_not_a_parts_nor_a_zero() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// 18. tower-http's ServeDir behind the layer (no lookup): it answers If-Modified-Since
+//     itself and has no If-Range, so the layer forwards neither a date that a tag overrides
+//     nor a Range whose If-Range tag only the layer can check
+// ---------------------------------------------------------------------------------------
+
+/// A file whose content changes while its modification time stays (a fixed mtime, as `rsync
+/// -t` or a reproducible build leaves it; or two writes within one second).
+fn write_with_fixed_mtime(path: &std::path::Path, content: &[u8]) {
+    std::fs::write(path, content).unwrap();
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(UNIX_EPOCH + Duration::from_secs(1_000_000_000))
+        .unwrap();
+}
+
+#[tokio::test]
+async fn serve_dir_never_gets_a_304_or_a_206_of_another_version_past_the_layer() {
+    let dir =
+        std::env::temp_dir().join(format!("tower-conditional-servedir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("f.txt");
+    let (v1, v2) = ("A".repeat(100), "B".repeat(100));
+    write_with_fixed_mtime(&file, v1.as_bytes());
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let svc = ServiceBuilder::new()
+        .layer(ConditionalLayer::new())
+        .map_request(move |req: Request<Incoming>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            req
+        })
+        .service(tower_http::services::ServeDir::new(&dir));
+    let addr = serve(svc).await;
+
+    let first = call(addr, "GET", "/f.txt", &[], "").await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let old = etag(first.headers()).expect("the layer tags the file");
+    let date = first.headers()[header::LAST_MODIFIED]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    write_with_fixed_mtime(&file, v2.as_bytes());
+    let new = independent_tag(v2.as_bytes());
+
+    let mut sent = 1;
+    for version in [H1, H2] {
+        // A browser revalidates with both validators: If-None-Match decides (§13.1.3), and
+        // ServeDir, which answers the date alone, never sees it.
+        let both = [
+            ("if-none-match", old.as_str()),
+            ("if-modified-since", &date),
+        ];
+        let resp = ask(version, addr, request("GET", "/f.txt", &both, "")).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "{version:?}: the content changed"
+        );
+        assert_eq!(etag(resp.headers()), Some(new.clone()));
+        assert_eq!(body_text(resp).await, v2);
+        let current = [
+            ("if-none-match", new.as_str()),
+            ("if-modified-since", &date),
+        ];
+        let resp = ask(version, addr, request("GET", "/f.txt", &current, "")).await;
+        assert_eq!(resp.status(), StatusCode::NOT_MODIFIED, "{version:?}");
+
+        // `curl -C -` with the old tag: the whole new version, never new bytes to append
+        // to old ones (ServeDir would serve the range whatever the tag).
+        let resume = [("range", "bytes=90-"), ("if-range", old.as_str())];
+        let resp = ask(version, addr, request("GET", "/f.txt", &resume, "")).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{version:?}: stale If-Range");
+        assert_eq!(etag(resp.headers()), Some(new.clone()));
+        assert_eq!(body_text(resp).await, v2);
+
+        // With the current tag, the range: the layer cuts it from the body it hashed.
+        let resume = [("range", "bytes=10-19"), ("if-range", new.as_str())];
+        let resp = ask(version, addr, request("GET", "/f.txt", &resume, "")).await;
+        assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT, "{version:?}");
+        assert_eq!(resp.headers()[header::CONTENT_RANGE], "bytes 10-19/100");
+        assert_eq!(resp.headers()[header::CONTENT_LENGTH], "10");
+        assert_eq!(etag(resp.headers()), Some(new.clone()));
+        assert_eq!(body_text(resp).await, &v2[10..20]);
+
+        // Several ranges, or one past the end: the whole (a server may ignore Range).
+        for range in ["bytes=0-1,5-6", "bytes=100-"] {
+            let fields = [("range", range), ("if-range", new.as_str())];
+            let resp = ask(version, addr, request("GET", "/f.txt", &fields, "")).await;
+            assert_eq!(resp.status(), StatusCode::OK, "{version:?}: {range}");
+            assert!(!resp.headers().contains_key(header::CONTENT_RANGE));
+            assert_eq!(body_text(resp).await, v2);
+        }
+        sent += 6;
+    }
+    // A Range without If-Range is ServeDir's to answer, as before.
+    let resp = call(addr, "GET", "/f.txt", &[("range", "bytes=0-4")], "").await;
+    assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(body_text(resp).await, "BBBBB");
+    sent += 1;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        sent,
+        "each request reached ServeDir once"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------------------
+// 19. If-Unmodified-Since beside If-Match is not forwarded: a service that checks the date
+//     too would refuse a write whose If-Match holds (§13.1.4)
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_date_that_if_match_overrides_does_not_reach_the_handler() {
+    let calls = Calls::default();
+    let seen = calls.clone();
+    // A handler that checks If-Unmodified-Since without regard to If-Match: its resource
+    // changed after any date a client sends.
+    let handler = service_fn(move |req: Request<Incoming>| {
+        seen.hit(&req);
+        let status = if req.headers().contains_key(header::IF_UNMODIFIED_SINCE) {
+            StatusCode::PRECONDITION_FAILED
+        } else {
+            StatusCode::NO_CONTENT
+        };
+        let mut resp = Response::new(full(""));
+        *resp.status_mut() = status;
+        async move { Ok::<_, Infallible>(resp) }
+    });
+    let current = tower_conditional::EntityTag::strong("v7").unwrap();
+    let known = Validators::new()
+        .with_etag(current.clone())
+        .with_last_modified(SystemTime::now());
+    let lookup = lookup_fn(move |_req: LookupRequest| {
+        let known = known.clone();
+        async move { Ok::<_, Infallible>(Some(known)) }
+    });
+    let addr = serve(ConditionalLayer::new().lookup(lookup).layer(handler)).await;
+    let fields = [
+        ("if-match", "\"v7\""),
+        ("if-unmodified-since", "Sun, 06 Nov 1994 08:49:37 GMT"),
+    ];
+    for method in ["PUT", "DELETE"] {
+        let resp = call(addr, method, "/doc", &fields, "x").await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::NO_CONTENT,
+            "{method}: If-Match holds"
+        );
+        assert_eq!(calls.of(&format!("{method} /doc")), 1);
+    }
+    // Without If-Match the date is the condition: the layer checks it, and refuses.
+    let date_only = [("if-unmodified-since", "Sun, 06 Nov 1994 08:49:37 GMT")];
+    let resp = call(addr, "PUT", "/doc", &date_only, "x").await;
+    assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(calls.of("PUT /doc"), 1, "refused before the handler");
+}
