@@ -449,6 +449,13 @@ pub(crate) enum MethodKind {
     Write,
 }
 
+/// Extension methods registered as safe (RFC 9110 §9.2.1; the IANA method registry):
+/// PROPFIND (RFC 4918), REPORT (RFC 3253), SEARCH (RFC 5323), QUERY. They change nothing, so
+/// performing one whose conditions nothing can check loses no update.
+pub(crate) fn is_safe_extension(method: &Method) -> bool {
+    matches!(method.as_str(), "PROPFIND" | "REPORT" | "SEARCH" | "QUERY")
+}
+
 pub(crate) fn method_kind(method: &Method) -> MethodKind {
     // A match on the constants compares the standard methods' tags, without the
     // temporaries and calls of `==`.

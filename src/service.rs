@@ -16,7 +16,7 @@ use crate::future::{
     whole_if_validated, Exchange, LookupCall, Mode, Pending, ResponseFuture, State,
 };
 use crate::lookup::{Source, Unconfigured, VersionLookup};
-use crate::precondition::{method_kind, Carried, MethodKind, Sent};
+use crate::precondition::{is_safe_extension, method_kind, Carried, MethodKind, Sent};
 use crate::predicate::{content_type_starts_with, DefaultPredicate, Predicate};
 use crate::response::{Rejection, RejectionKind};
 
@@ -283,7 +283,14 @@ impl<S, L, P> Conditional<S, L, P> {
             }
             return self.call_now(exchange, req);
         }
-        match self.lookup.source(&req) {
+        let safe = is_safe_extension(&exchange.method);
+        let mut source = self.lookup.source(&req);
+        if safe && matches!(source, Source::Unconfigured | Source::Misplaced) {
+            // A safe method writes nothing: with nothing here to check its conditions, its
+            // service may, and there is no update to lose if it does not.
+            source = Source::Handler;
+        }
+        match source {
             Source::Unconfigured => self.unchecked(exchange, &req, RejectionKind::NoVersionSource),
             Source::Misplaced => {
                 self.unchecked(exchange, &req, RejectionKind::InternalGetMisplaced)
@@ -294,7 +301,8 @@ impl<S, L, P> Conditional<S, L, P> {
                 self.call_now(exchange, req)
             }
             Source::Lookup => {
-                let pending = self.pending(req, self.config.locks.is_none(), sent);
+                // Checked once: a safe method does not wait for the write lock.
+                let pending = self.pending(req, self.config.locks.is_none() || safe, sent);
                 let call = LookupCall::NotReady;
                 ResponseFuture::new(State::Lookup { call, pending }, exchange)
             }
@@ -303,7 +311,7 @@ impl<S, L, P> Conditional<S, L, P> {
                 self.unchecked(exchange, &req, RejectionKind::InternalGetMisplaced)
             }
             Source::InternalGet(get) => {
-                let pending = self.pending(req, self.config.locks.is_none(), sent);
+                let pending = self.pending(req, self.config.locks.is_none() || safe, sent);
                 let fut = Box::pin(tower::util::Oneshot::new(pending.svc.clone(), get));
                 ResponseFuture::new(State::GetHead { fut, pending }, exchange)
             }

@@ -1850,3 +1850,92 @@ async fn a_date_that_if_match_overrides_does_not_reach_the_handler() {
     assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED);
     assert_eq!(calls.of("PUT /doc"), 1, "refused before the handler");
 }
+
+// ---------------------------------------------------------------------------------------
+// 20. Safe extension methods with conditions: never 501, never behind the write lock
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn conditional_safe_methods_are_performed_not_refused() {
+    const SAFE: [&str; 4] = ["QUERY", "PROPFIND", "REPORT", "SEARCH"];
+    let store = Store::new(&[("/doc", "v1")]);
+    // Nothing configured to check conditions: a safe method goes to its handler (it writes
+    // nothing, so no update can be lost); a write is still refused, with a 501.
+    let unconfigured = serve_body(ConditionalLayer::new().layer(store.handler())).await;
+    for method in SAFE {
+        for field in [("if-match", "\"x\""), ("if-none-match", "*")] {
+            let resp = call(unconfigured, method, "/doc", &[field], "q").await;
+            assert_eq!(resp.status(), StatusCode::OK, "{method} {field:?}");
+        }
+        assert_eq!(store.calls.of(&format!("{method} /doc")), 2, "{method}");
+    }
+    let resp = call(unconfigured, "PUT", "/doc", &[("if-match", "\"x\"")], "v2").await;
+    assert_eq!(resp.status(), StatusCode::NOT_IMPLEMENTED);
+    let problem: serde_json::Value =
+        serde_json::from_str(&body_text(resp).await).expect("a problem document");
+    assert_eq!(problem["title"], "Not Implemented", "RFC 9457 §4.2.1");
+    assert_eq!(store.calls.of("PUT /doc"), 0);
+
+    // With a lookup the layer checks them (412, never 304, for a method that is not GET or
+    // HEAD), and a current one does not wait for the write lock a slow writer holds.
+    let store = Store::new(&[("/doc", "v1")]);
+    let tag = store.tag("/doc");
+    let (release, held) = tokio::sync::oneshot::channel::<()>();
+    let held = Arc::new(tokio::sync::Mutex::new(Some(held)));
+    let inner = store.handler();
+    let waiting = Arc::new(AtomicUsize::new(0));
+    let waits = waiting.clone();
+    let slow_puts = service_fn(move |req: Request<Incoming>| {
+        let (held, mut inner, waits) = (held.clone(), inner.clone(), waits.clone());
+        async move {
+            if req.method() == Method::PUT {
+                if let Some(held) = held.lock().await.take() {
+                    waits.fetch_add(1, Ordering::SeqCst);
+                    let _ = held.await;
+                }
+            }
+            inner.call(req).await
+        }
+    });
+    let layer = ConditionalLayer::new()
+        .lookup(store.lookup())
+        .serialize_writes(true);
+    let checked = serve(layer.layer(slow_puts)).await;
+    let current = tag.clone();
+    let writer = tokio::spawn(async move {
+        call(
+            checked,
+            "PUT",
+            "/doc",
+            &[("if-match", current.as_str())],
+            "v2",
+        )
+        .await
+    });
+    live("the writer reaches its handler", async {
+        while waiting.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    for method in SAFE {
+        let stale = call(checked, method, "/doc", &[("if-match", "\"old\"")], "q").await;
+        assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED, "{method}");
+        let matching = [("if-none-match", tag.as_str())];
+        let resp = call(checked, method, "/doc", &matching, "q").await;
+        assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED, "{method}");
+        let current = call(checked, method, "/doc", &[("if-match", tag.as_str())], "q").await;
+        assert_eq!(
+            current.status(),
+            StatusCode::OK,
+            "{method}: not behind the lock"
+        );
+        assert_eq!(store.calls.of(&format!("{method} /doc")), 1, "{method}");
+    }
+    assert!(!writer.is_finished(), "the writer still holds the lock");
+    release.send(()).unwrap();
+    assert_eq!(
+        live("the writer", writer).await.unwrap().status(),
+        StatusCode::OK
+    );
+}
