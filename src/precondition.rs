@@ -74,6 +74,7 @@ static NONE: Conditions = Conditions {
     if_unmodified_since: None,
     if_range: None,
     has_range: false,
+    overridden_date: false,
 };
 
 /// A request's conditions as the layer carries them through its response future: boxed when
@@ -81,7 +82,16 @@ static NONE: Conditions = Conditions {
 /// requests) — the future is moved by every service and executor around the layer, and the
 /// parsed fields are the largest part of it.
 #[derive(Debug, Default)]
-pub(crate) struct Carried(Option<Box<Sent>>);
+pub(crate) struct Carried(Option<Box<Kept>>);
+
+/// What [`Carried`] keeps in its box.
+#[derive(Debug)]
+struct Kept {
+    sent: Sent,
+    /// The `Range` field, when the layer answers it instead of the service (see
+    /// [`Carried::take_range`]). Here, not in [`Sent`], which is moved while a lookup decides.
+    range: Option<HeaderValue>,
+}
 
 /// A request's conditions and its `If-None-Match` line, as parsed once: in the exchange's
 /// box, or, while a version lookup or the internal GET decides, in the pending request's
@@ -92,12 +102,6 @@ pub(crate) struct Sent {
     /// The `If-None-Match` field, when it came as one line: a computed tag equal to it is
     /// sent back with these bytes (a 304 allocates no header value for its `ETag`).
     if_none_match: Option<HeaderValue>,
-    /// A date field sent beside the tag list that overrides it: `If-Unmodified-Since` with
-    /// `If-Match`, `If-Modified-Since` with `If-None-Match`.
-    overridden_date: bool,
-    /// The `Range` field, when the layer answers it instead of the service (see
-    /// [`Carried::take_range`]).
-    range: Option<HeaderValue>,
 }
 
 impl Sent {
@@ -106,8 +110,6 @@ impl Sent {
         Sent {
             conditions: Conditions::default(),
             if_none_match: None,
-            overridden_date: false,
-            range: None,
         }
     }
 
@@ -115,9 +117,6 @@ impl Sent {
     /// a box).
     fn fill(&mut self, headers: &HeaderMap, sent: [bool; 6]) {
         self.if_none_match = self.conditions.fill(headers, sent, true);
-        let [if_match, if_none_match, if_modified_since, if_unmodified_since, ..] = sent;
-        self.overridden_date =
-            (if_match && if_unmodified_since) || (if_none_match && if_modified_since);
     }
 
     /// Removes from `headers` the date fields that RFC 9110 tells every recipient to ignore
@@ -127,7 +126,7 @@ impl Sent {
     /// and ignores `If-None-Match`) would otherwise answer 304 for content that changed
     /// within its date, or 412 where `If-Match` holds.
     pub(crate) fn forget_overridden(sent: Option<&Sent>, headers: &mut HeaderMap) {
-        let Some(sent) = sent.filter(|sent| sent.overridden_date) else {
+        let Some(sent) = sent.filter(|sent| sent.conditions.overridden_date) else {
             return;
         };
         if sent.conditions.if_match.is_present() {
@@ -163,14 +162,17 @@ impl Carried {
         if sent == [false; 6] {
             return Carried(None);
         }
-        let mut held = Box::new(Sent::empty());
-        held.fill(headers, sent);
+        let mut held = Box::new(Kept {
+            sent: Sent::empty(),
+            range: None,
+        });
+        held.sent.fill(headers, sent);
         Carried(Some(held))
     }
 
     /// Carries what was parsed (boxed when there is anything).
     pub(crate) fn boxed(sent: Option<Sent>) -> Self {
-        Carried(sent.map(Box::new))
+        Carried(sent.map(|sent| Box::new(Kept { sent, range: None })))
     }
 
     /// [`boxed`](Self::boxed), without `Range` and `If-Range`: from here on they are the
@@ -183,12 +185,12 @@ impl Carried {
 
     /// The request's `If-None-Match`, when it is one field line.
     pub(crate) fn if_none_match_line(&self) -> Option<&HeaderValue> {
-        self.0.as_ref()?.if_none_match.as_ref()
+        self.0.as_ref()?.sent.if_none_match.as_ref()
     }
 
     /// The parsed fields, when the request sent any.
     pub(crate) fn sent(&self) -> Option<&Sent> {
-        self.0.as_deref()
+        Some(&self.0.as_ref()?.sent)
     }
 
     /// A GET's `Range` with an entity tag in `If-Range`, where nothing evaluated the tag
@@ -199,16 +201,17 @@ impl Carried {
     /// whether it took them; the layer then answers the range from the body it hashed when
     /// the tag matches ([`taken_range`](Self::taken_range)).
     pub(crate) fn take_range(&mut self, headers: &mut HeaderMap) -> bool {
-        let Some(sent) = &mut self.0 else {
+        let Some(kept) = &mut self.0 else {
             return false;
         };
-        let tagged = matches!(sent.conditions.if_range, Some(IfRange::Tag(_)));
-        if !(sent.conditions.has_range && tagged) {
+        let conditions = &kept.sent.conditions;
+        let tagged = matches!(conditions.if_range, Some(IfRange::Tag(_)));
+        if !(conditions.has_range && tagged) {
             return false;
         }
         // One `Range` line; several are malformed, and the full 200 answers them.
         let mut lines = headers.get_all(header::RANGE).iter();
-        sent.range = match (lines.next(), lines.next()) {
+        kept.range = match (lines.next(), lines.next()) {
             (Some(one), None) => Some(one.clone()),
             _ => None,
         };
@@ -224,8 +227,8 @@ impl Carried {
 
     /// Forgets `Range` and `If-Range`; see [`Conditions::drop_range`].
     pub(crate) fn drop_range(&mut self) {
-        if let Some(sent) = &mut self.0 {
-            sent.conditions.drop_range();
+        if let Some(kept) = &mut self.0 {
+            kept.sent.conditions.drop_range();
         }
     }
 }
@@ -234,7 +237,7 @@ impl std::ops::Deref for Carried {
     type Target = Conditions;
 
     fn deref(&self) -> &Conditions {
-        self.0.as_ref().map_or(&NONE, |sent| &sent.conditions)
+        self.0.as_ref().map_or(&NONE, |kept| &kept.sent.conditions)
     }
 }
 
@@ -254,6 +257,10 @@ pub struct Conditions {
     pub if_range: Option<IfRange>,
     /// Whether the request has a `Range` field.
     pub has_range: bool,
+    /// Whether a date field came beside the tag list that overrides it (see
+    /// `Sent::forget_overridden`). Where the struct has room: the parsed fields are moved
+    /// while a lookup decides, and a byte more would cost every such move a call.
+    overridden_date: bool,
 }
 
 impl Conditions {
@@ -303,6 +310,8 @@ impl Conditions {
             conditions.if_range = IfRange::parse(headers.get_all(header::IF_RANGE));
         }
         conditions.has_range = range;
+        conditions.overridden_date =
+            (if_match && if_unmodified_since) || (if_none_match && if_modified_since);
         line
     }
 
