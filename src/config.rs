@@ -30,6 +30,7 @@ pub(crate) struct Config {
     pub(crate) max_buffer: usize,
     pub(crate) max_buffer_time: Option<Duration>,
     pub(crate) head_as_get: bool,
+    pub(crate) service_checks_if_range: bool,
     pub(crate) require_preconditions: bool,
     pub(crate) required_methods: Vec<Method>,
     pub(crate) lookup_reads: bool,
@@ -113,6 +114,7 @@ impl Default for Config {
             max_buffer: DEFAULT_MAX_BUFFER,
             max_buffer_time: Some(DEFAULT_MAX_BUFFER_TIME),
             head_as_get: true,
+            service_checks_if_range: false,
             require_preconditions: false,
             required_methods: vec![Method::PUT, Method::PATCH, Method::DELETE],
             lookup_reads: false,
@@ -138,6 +140,7 @@ impl fmt::Debug for Config {
             .field("max_buffer", &self.max_buffer)
             .field("max_buffer_time", &self.max_buffer_time)
             .field("head_as_get", &self.head_as_get)
+            .field("service_checks_if_range", &self.service_checks_if_range)
             .field("require_preconditions", &self.require_preconditions)
             .field("required_methods", &self.required_methods)
             .field("lookup_reads", &self.lookup_reads)

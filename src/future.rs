@@ -29,9 +29,10 @@ use tower::Service;
 
 use crate::body::ConditionalBody;
 use crate::buffer::{Deadline, Filled, HashBuffer};
+use crate::coding::CodingsApart;
 use crate::config::Config;
 use crate::expectation::Expectation;
-use crate::header::parse_date_value;
+use crate::header::{admits_coding, parse_date_value};
 use crate::lookup::{Current, Source, VersionLookup};
 use crate::outcome::{NoTag, Outcome, Untagged};
 use crate::precondition::{evaluate, Carried, Conditions, Decision, Sent};
@@ -245,8 +246,9 @@ pub(crate) struct Exchange<P> {
     pub(crate) method: Method,
     pub(crate) mode: Mode,
     /// The conditions a read's response is checked against. `If-Range` and `Range` are
-    /// cleared once the request goes to the service: from then on they are the service's to
-    /// honour. While validators are found first, the pending request holds the conditions
+    /// cleared once the request goes to the service with them (from then on they are the
+    /// service's to honour), and kept where the layer took them from it to check the
+    /// `If-Range` itself (`read_to_service`). While validators are found first, the pending request holds the conditions
     /// instead; a write's exchange never holds any (its response is not checked again).
     pub(crate) conditions: Carried,
     /// The request's gRPC content type, for a gRPC write (boxed: rare, and the exchange
@@ -770,8 +772,8 @@ impl<P: Predicate> Exchange<P> {
             Err(error) => {
                 // A full response is always a correct answer to a read.
                 tracing::warn!(%error, uri = %pending.req.uri(), "lookup failed; the read goes to the service");
-                whole_if_validated(Sent::conditions(&sent), &mut pending.req);
-                self.conditions = Carried::handed_over(sent);
+                self.conditions =
+                    read_to_service(Carried::boxed(sent), &mut pending.req, &self.config);
                 return Next::State(proceed(pending, None));
             }
         };
@@ -838,8 +840,10 @@ impl<P: Predicate> Exchange<P> {
         // The write's own service evaluates nothing more: the exchange keeps no conditions.
         let expectation = Expectation::new(conditions, current.as_ref());
         pending.req.extensions_mut().insert(expectation);
+        // A safe method writes nothing: no new tag to look up after it.
+        let writes = !crate::precondition::is_safe_extension(&self.method);
         let after_write = match (&self.config.locks, pending.source.is_lookup()) {
-            (Some(_), true) => match pending.source.source(&pending.req) {
+            (Some(_), true) if writes => match pending.source.source(&pending.req) {
                 // Boxed: it waits in `Deferred` beside the service's future, and only
                 // serialized writes have one.
                 Source::Lookup => Some(Box::pin(LookupOnce::new(
@@ -869,7 +873,7 @@ impl<P: Predicate> Exchange<P> {
     {
         // Without a current representation the service answers (typically 404).
         let Some(current) = current else {
-            self.conditions = Carried::handed_over(sent);
+            self.conditions = read_to_service(Carried::boxed(sent), &mut pending.req, &self.config);
             return Next::State(proceed(pending, None));
         };
         if self.config.last_modified_from_lookup {
@@ -1187,9 +1191,32 @@ impl<P: Predicate> Exchange<P> {
     }
 }
 
-/// Conditions that only the whole representation can answer (`Conditions::needs_whole`):
-/// without validators from a lookup, ask for the whole (a server may always ignore `Range`,
-/// RFC 9110 §14.2).
+/// A read's conditions as it goes to the service with nothing checked before it (no lookup,
+/// or one that failed or found nothing). An `If-Range` that is not a date is the layer's to
+/// check, on the response ([`Carried::take_range`]), unless the service checks it itself
+/// (`service_checks_if_range`). A part is cut only where the client's tag can only name
+/// these bytes: a client that accepts a coding may hold an encoded 200 that a compression
+/// layer outside made under the same tag, unless `CodingTagsLayer` tells codings apart.
+/// Otherwise the whole, where the conditions need it ([`whole_if_validated`]).
+pub(crate) fn read_to_service<B>(
+    mut carried: Carried,
+    req: &mut Request<B>,
+    config: &Config,
+) -> Carried {
+    let get = req.method() == Method::GET;
+    if get && !config.service_checks_if_range {
+        let apart = req.extensions().get::<CodingsApart>().is_some();
+        let may_cut =
+            |headers: &HeaderMap| apart || !admits_coding(headers.get_all(header::ACCEPT_ENCODING));
+        if carried.take_range(req.headers_mut(), may_cut) {
+            return carried;
+        }
+    }
+    whole_if_validated(&carried, req);
+    carried.drop_range();
+    carried
+}
+
 /// The one range `range` asks for (RFC 9110 §14.1.2) of a 200 whose body the layer held
 /// whole, as a 206 (§15.3.7: `Content-Range`, the part's `Content-Length`, the 200's other
 /// fields). Several ranges, or one that cannot be satisfied, get the 200 as it is (§14.2: a
@@ -1208,12 +1235,20 @@ fn partial<B: Body>(
     let content_range = HeaderValue::try_from(format!("bytes {first}-{last}/{len}"))
         .expect("digits, a dash and a slash are a valid header value");
     head.status = StatusCode::PARTIAL_CONTENT;
+    // What speaks for the whole content, not the part: its digests (RFC 9530 §2;
+    // `Content-MD5`), and the trailers it announces, which the part goes without.
+    for whole in ["content-digest", "content-md5", "trailer"] {
+        head.headers.remove(whole);
+    }
     head.headers.insert(header::CONTENT_RANGE, content_range);
     head.headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(last - first + 1));
     body.into_part(first, last)
 }
 
+/// Conditions that only the whole representation can answer (`Conditions::needs_whole`):
+/// without validators from a lookup, ask for the whole (a server may always ignore `Range`,
+/// RFC 9110 §14.2).
 pub(crate) fn whole_if_validated<B>(conditions: &Conditions, req: &mut Request<B>) {
     if conditions.has_range && conditions.needs_whole() {
         req.headers_mut().remove(header::RANGE);

@@ -333,6 +333,37 @@ pub(crate) fn byte_range(value: &[u8], len: u64) -> Option<(u64, u64)> {
     Some((first, last))
 }
 
+/// Whether an `Accept-Encoding` field admits a content coding other than `identity` (RFC
+/// 9110 §12.5.3): a member, `*` included, whose weight is not zero. Without the field, none.
+pub(crate) fn admits_coding(lines: GetAll<'_, HeaderValue>) -> bool {
+    let admits = |member: &[u8]| {
+        let mut parts = member.split(|&b| b == b';');
+        let coding = parts.next().unwrap_or_default().trim_ascii();
+        if coding.is_empty() || coding.eq_ignore_ascii_case(b"identity") {
+            return false;
+        }
+        let weight = parts.map(<[u8]>::trim_ascii).find_map(|param| {
+            let (name, value) = param.split_at(param.iter().position(|&b| b == b'=')?);
+            name.trim_ascii()
+                .eq_ignore_ascii_case(b"q")
+                .then(|| value[1..].trim_ascii())
+        });
+        // qvalue = "0" [ "." 0*3DIGIT ] / "1" [ "." 0*3("0") ]: zero is "0", "0.", "0.000".
+        let zero = |q: &[u8]| {
+            q.split_first().is_some_and(|(&first, rest)| {
+                first == b'0'
+                    && rest.split_first().is_none_or(|(&dot, digits)| {
+                        dot == b'.' && digits.iter().all(|&d| d == b'0')
+                    })
+            })
+        };
+        !weight.is_some_and(zero)
+    };
+    lines
+        .iter()
+        .any(|line| line.as_bytes().split(|&b| b == b',').any(admits))
+}
+
 /// Parses an HTTP-date field (`If-Modified-Since`, `If-Unmodified-Since`, `Last-Modified`).
 ///
 /// Accepts the three formats of RFC 9110 §5.6.7 (IMF-fixdate, RFC 850, asctime). Returns
@@ -905,5 +936,39 @@ mod tests {
         }
         assert_eq!(range("bytes=0-", 0), None, "no range of nothing");
         assert_eq!(range("bytes=-5", 0), None);
+    }
+
+    #[test]
+    fn admits_coding_reads_weights() {
+        let admits = |values: &[&str]| {
+            let mut headers = http::HeaderMap::new();
+            for v in values {
+                headers.append("accept-encoding", HeaderValue::from_str(v).unwrap());
+            }
+            admits_coding(headers.get_all("accept-encoding"))
+        };
+        assert!(!admits(&[]), "no field: identity");
+        for yes in [
+            &["gzip"][..],
+            &["gzip, deflate, br"],
+            &["identity", "br"],
+            &["*"],
+            &["identity;q=1, *;q=0.001"],
+            &["gzip;q=1.0"],
+            &["GZIP ; Q = 0.5"],
+            &["gzip;q=abc"], // a weight that cannot be read is not taken as zero
+        ] {
+            assert!(admits(yes), "{yes:?}");
+        }
+        for no in [
+            &["identity"][..],
+            &["identity;q=1, *;q=0"], // browsers' media requests
+            &["gzip;q=0", "br;q=0.000"],
+            &["gzip;q=0."],
+            &[""],
+            &[" , "],
+        ] {
+            assert!(!admits(no), "{no:?}");
+        }
     }
 }

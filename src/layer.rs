@@ -168,6 +168,21 @@ impl<L, P> ConditionalLayer<L, P> {
         self
     }
 
+    /// Whether the inner service checks `If-Range` itself (default `false`).
+    ///
+    /// Where no lookup has checked it first, a GET's `Range` with an entity tag in `If-Range`
+    /// does not reach the service by default: the tag is usually one the layer computed, which
+    /// the service cannot evaluate, and a service that does not check `If-Range` at all
+    /// (tower-http's `ServeDir`) would answer with a part of the version it has now, appended
+    /// by the client to the one it holds. The layer asks for the whole instead, and cuts the
+    /// part itself from the body it hashed when the tag matches. Turn this on for a service
+    /// that sets its own `ETag` on every response and checks `If-Range` against it: ranges of
+    /// bodies the layer does not hold (above `max_buffer`) then keep resuming.
+    pub fn service_checks_if_range(mut self, enabled: bool) -> Self {
+        self.config.service_checks_if_range = enabled;
+        self
+    }
+
     /// Requires preconditions on writes that change an existing target (RFC 6585 §3): a
     /// PUT, PATCH or DELETE (see [`required_methods`](Self::required_methods)) without
     /// `If-Match`, `If-None-Match` or an `If-Unmodified-Since` that can be evaluated is

@@ -193,26 +193,34 @@ impl Carried {
         Some(&self.0.as_ref()?.sent)
     }
 
-    /// A GET's `Range` with an entity tag in `If-Range`, where nothing evaluated the tag
-    /// before the service is called (no lookup): the layer keeps both and removes them from
-    /// the request, so the whole representation comes back. The service cannot evaluate a
-    /// tag the layer computed from its body, and one that does not check `If-Range` at all
-    /// (tower-http's `ServeDir`) would send a part of another version under it. Returns
-    /// whether it took them; the layer then answers the range from the body it hashed when
-    /// the tag matches ([`taken_range`](Self::taken_range)).
-    pub(crate) fn take_range(&mut self, headers: &mut HeaderMap) -> bool {
+    /// A GET's `Range` with an entity tag in `If-Range` (or a value that is none: it never
+    /// matches), where nothing evaluated it before the service is called: the layer keeps
+    /// both and removes them from the request, so the whole representation comes back. The
+    /// service cannot evaluate a tag the layer computed from its body, and one that does not
+    /// check `If-Range` at all (tower-http's `ServeDir`) would send a part of another version
+    /// under it. Returns whether it took them. When `may_cut` says so for the request's
+    /// fields, the range is kept, for the layer to cut from the body it hashed if the tag
+    /// matches ([`taken_range`](Self::taken_range)); otherwise the full 200 answers.
+    pub(crate) fn take_range(
+        &mut self,
+        headers: &mut HeaderMap,
+        may_cut: impl FnOnce(&HeaderMap) -> bool,
+    ) -> bool {
         let Some(kept) = &mut self.0 else {
             return false;
         };
         let conditions = &kept.sent.conditions;
-        let tagged = matches!(conditions.if_range, Some(IfRange::Tag(_)));
-        if !(conditions.has_range && tagged) {
+        let not_a_date = matches!(
+            conditions.if_range,
+            Some(IfRange::Tag(_) | IfRange::Invalid)
+        );
+        if !(conditions.has_range && not_a_date) {
             return false;
         }
         // One `Range` line; several are malformed, and the full 200 answers them.
         let mut lines = headers.get_all(header::RANGE).iter();
         kept.range = match (lines.next(), lines.next()) {
-            (Some(one), None) => Some(one.clone()),
+            (Some(one), None) if may_cut(headers) => Some(one.clone()),
             _ => None,
         };
         headers.remove(header::RANGE);

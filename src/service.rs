@@ -12,9 +12,7 @@ use tower::Service;
 use crate::body::ConditionalBody;
 use crate::config::Config;
 use crate::expectation::Expectation;
-use crate::future::{
-    whole_if_validated, Exchange, LookupCall, Mode, Pending, ResponseFuture, State,
-};
+use crate::future::{read_to_service, Exchange, LookupCall, Mode, Pending, ResponseFuture, State};
 use crate::lookup::{Source, Unconfigured, VersionLookup};
 use crate::precondition::{is_safe_extension, method_kind, Carried, MethodKind, Sent};
 use crate::predicate::{content_type_starts_with, DefaultPredicate, Predicate};
@@ -224,7 +222,7 @@ impl<S, L, P> Conditional<S, L, P> {
             req.headers_mut().remove(header::IF_RANGE);
         }
         let mode = Mode::Read { head, as_get };
-        let (mut conditions, range_taken) = if self.lookup.is_lookup() {
+        let conditions = if self.lookup.is_lookup() {
             let sent = Sent::parse(req.headers());
             Sent::forget_overridden(sent.as_ref(), req.headers_mut());
             let conditions = Sent::conditions(&sent);
@@ -240,20 +238,15 @@ impl<S, L, P> Conditional<S, L, P> {
                 let call = LookupCall::NotReady;
                 return ResponseFuture::new(State::Lookup { call, pending }, exchange);
             }
-            (Carried::boxed(sent), false)
+            Carried::boxed(sent)
         } else {
             // Parsed in place, in the box the exchange keeps.
-            let mut conditions = Carried::from_headers(req.headers());
+            let conditions = Carried::from_headers(req.headers());
             Sent::forget_overridden(conditions.sent(), req.headers_mut());
-            // Nothing checks an `If-Range` tag before the service: the layer does, after.
-            let taken = matches!(method, Method::GET) && conditions.take_range(req.headers_mut());
-            (conditions, taken)
+            conditions
         };
         // The service answers at once; its response is checked against the conditions.
-        if !range_taken {
-            whole_if_validated(&conditions, &mut req);
-            conditions.drop_range();
-        }
+        let conditions = read_to_service(conditions, &mut req, &self.config);
         let mut exchange = self.exchange(method, mode, conditions);
         exchange.http2 = req.version() == Version::HTTP_2;
         self.call_now(exchange, req)

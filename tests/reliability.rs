@@ -1939,3 +1939,212 @@ async fn conditional_safe_methods_are_performed_not_refused() {
         StatusCode::OK
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// 21. The layer's own 206: only where the client's tag names the bytes it is cut from
+// ---------------------------------------------------------------------------------------
+
+/// A text handler that ignores `Range`, with fields that speak for the whole content.
+fn whole_text(text: &'static str, calls: Arc<AtomicUsize>) -> Handler<Incoming> {
+    Handler::new(service_fn(move |_req: Request<Incoming>| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        let resp = Response::builder()
+            .header(header::CONTENT_TYPE, "text/plain")
+            .header("content-digest", "sha-256=:AAAA:")
+            .header(header::TRAILER, "x-checksum")
+            .body(full(text))
+            .unwrap();
+        async move { Ok::<_, Infallible>(resp) }
+    }))
+}
+
+type Handler<B> = BoxCloneService<Request<B>, Response<TestBody>, Infallible>;
+
+#[tokio::test]
+async fn the_layers_206_is_cut_only_from_bytes_the_clients_tag_names() {
+    const TEXT: &str = "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\
+                        0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz";
+    let calls = Arc::new(AtomicUsize::new(0));
+    let tag = independent_tag(TEXT.as_bytes());
+    // Compression for the whole app, outside the layer, without `CodingTagsLayer`: a gzip
+    // client's 200 is encoded under the identity bytes' tag.
+    let app_wide = serve(
+        ServiceBuilder::new()
+            .layer(tower_http::compression::CompressionLayer::new())
+            .layer(ConditionalLayer::new())
+            .service(whole_text(TEXT, calls.clone())),
+    )
+    .await;
+    let resume = |encoding: &'static str| {
+        let mut fields = vec![("range", "bytes=100-"), ("if-range", tag.as_str())];
+        if !encoding.is_empty() {
+            fields.push(("accept-encoding", encoding));
+        }
+        request("GET", "/t", &fields, "")
+    };
+    for version in [H1, H2] {
+        // It may hold gzip bytes: the whole, encoded as before, never identity bytes to
+        // append to gzip ones.
+        let resp = ask(version, app_wide, resume("gzip, br")).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{version:?}");
+        assert_eq!(resp.headers()[header::CONTENT_ENCODING], "gzip");
+        assert!(!resp.headers().contains_key(header::CONTENT_RANGE));
+        // No coding accepted (curl -C -, a browser's media request): the part.
+        for identity in ["", "identity;q=1, *;q=0"] {
+            let resp = ask(version, app_wide, resume(identity)).await;
+            assert_eq!(
+                resp.status(),
+                StatusCode::PARTIAL_CONTENT,
+                "{version:?} {identity:?}"
+            );
+            assert_eq!(resp.headers()[header::CONTENT_RANGE], "bytes 100-143/144");
+            assert!(!resp.headers().contains_key(header::CONTENT_ENCODING));
+            // What speaks for the whole does not go on the part.
+            assert!(!resp.headers().contains_key("content-digest"));
+            assert!(!resp.headers().contains_key(header::TRAILER));
+            assert_eq!(etag(resp.headers()), Some(tag.clone()));
+            assert_eq!(body_text(resp).await, &TEXT[100..]);
+        }
+    }
+    // The recipe tells codings apart: an identity tag names identity bytes, also for a gzip
+    // client, and compression leaves the 206 alone; a gzip tag never names a part.
+    let recipe = serve(
+        ServiceBuilder::new()
+            .layer(tower_conditional::CodingTagsLayer::new())
+            .layer(tower_http::compression::CompressionLayer::new())
+            .layer(ConditionalLayer::new())
+            .service(whole_text(TEXT, calls.clone())),
+    )
+    .await;
+    let resp = ask(H1, recipe, resume("gzip")).await;
+    assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(body_text(resp).await, &TEXT[100..]);
+    let encoded = ask(
+        H1,
+        recipe,
+        request("GET", "/t", &[("accept-encoding", "gzip")], ""),
+    )
+    .await;
+    let gzip_tag = etag(encoded.headers()).unwrap();
+    assert_ne!(gzip_tag, tag);
+    let fields = [
+        ("range", "bytes=100-"),
+        ("if-range", gzip_tag.as_str()),
+        ("accept-encoding", "gzip"),
+    ];
+    let resp = ask(H1, recipe, request("GET", "/t", &fields, "")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[header::CONTENT_ENCODING], "gzip");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2 * 3 + 3,
+        "one call per request"
+    );
+}
+
+/// Without a lookup that decides, an `If-Range` the service cannot evaluate never reaches
+/// it with the `Range`: a failing lookup, one that finds nothing, a value that is no tag.
+#[tokio::test]
+async fn serve_dir_gets_no_range_that_nothing_checked() {
+    let dir =
+        std::env::temp_dir().join(format!("tower-conditional-ifrange-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("f.txt"), "C".repeat(100)).unwrap();
+    let serve_dir = || tower_http::services::ServeDir::new(&dir);
+    let failing = lookup_fn(|_req: LookupRequest| async {
+        Err::<Option<Validators>, _>("the store is down")
+    });
+    let absent = lookup_fn(|_req: LookupRequest| async { Ok::<_, Infallible>(None) });
+    let setups = [
+        (
+            "a failing lookup",
+            serve(ConditionalLayer::new().lookup(failing).layer(serve_dir())).await,
+        ),
+        (
+            "a lookup that finds nothing",
+            serve(ConditionalLayer::new().lookup(absent).layer(serve_dir())).await,
+        ),
+        (
+            "no lookup",
+            serve(ConditionalLayer::new().layer(serve_dir())).await,
+        ),
+    ];
+    for (what, addr) in setups {
+        for if_range in ["\"stale\"", "W/\"weak\"", "stale"] {
+            let fields = [("range", "bytes=90-"), ("if-range", if_range)];
+            let resp = call(addr, "GET", "/f.txt", &fields, "").await;
+            assert_eq!(
+                resp.status(),
+                StatusCode::OK,
+                "{what}, If-Range: {if_range}"
+            );
+            assert_eq!(body_text(resp).await.len(), 100, "{what}");
+        }
+    }
+    // A service that checks If-Range itself against its own tags gets both, as sent.
+    let seen = service_fn(|req: Request<Incoming>| async move {
+        let saw = |name| {
+            req.headers()
+                .get(name)
+                .map_or("-", |v| v.to_str().unwrap_or("?"))
+                .to_owned()
+        };
+        let text = format!("{} {}", saw(header::RANGE), saw(header::IF_RANGE));
+        let resp = Response::builder()
+            .header(header::ETAG, "\"own\"")
+            .body(full(text))
+            .unwrap();
+        Ok::<_, Infallible>(resp)
+    });
+    let addr = serve(
+        ConditionalLayer::new()
+            .service_checks_if_range(true)
+            .layer(seen),
+    )
+    .await;
+    let fields = [("range", "bytes=1-"), ("if-range", "\"own\"")];
+    let resp = call(addr, "GET", "/", &fields, "").await;
+    assert_eq!(body_text(resp).await, "bytes=1- \"own\"");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A conditional safe method, checked by the lookup under `serialize_writes`: one look, no
+/// look after it for a new tag (it wrote nothing).
+#[tokio::test]
+async fn a_safe_method_is_looked_up_once() {
+    let looks = Arc::new(AtomicUsize::new(0));
+    let counted = looks.clone();
+    let lookup = lookup_fn(move |_req: LookupRequest| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let current =
+            Validators::new().with_etag(tower_conditional::EntityTag::strong("v1").unwrap());
+        async move { Ok::<_, Infallible>(Some(current)) }
+    });
+    let handler = service_fn(|_req: Request<Incoming>| async {
+        Ok::<_, Infallible>(Response::new(full("found")))
+    });
+    let layer = ConditionalLayer::new()
+        .lookup(lookup)
+        .serialize_writes(true);
+    let addr = serve(layer.layer(handler)).await;
+    let resp = call(addr, "QUERY", "/doc", &[("if-match", "\"v1\"")], "q").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        etag(resp.headers()),
+        None,
+        "no tag looked up after a safe method"
+    );
+    assert_eq!(looks.load(Ordering::SeqCst), 1);
+    let resp = call(addr, "PATCH", "/doc", &[("if-match", "\"v1\"")], "v2").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        etag(resp.headers()).as_deref(),
+        Some("\"v1\""),
+        "a write's tag, looked up after it"
+    );
+    assert_eq!(
+        looks.load(Ordering::SeqCst),
+        1 + 3,
+        "the QUERY's one; the PATCH's before the lock, under it, after the write"
+    );
+}
