@@ -1198,7 +1198,20 @@ impl<P: Predicate> Exchange<P> {
 /// these bytes: a client that accepts a coding may hold an encoded 200 that a compression
 /// layer outside made under the same tag, unless `CodingTagsLayer` tells codings apart.
 /// Otherwise the whole, where the conditions need it ([`whole_if_validated`]).
+#[inline(always)]
 pub(crate) fn read_to_service<B>(
+    carried: Carried,
+    req: &mut Request<B>,
+    config: &Config,
+) -> Carried {
+    // Most requests send no condition: nothing to take or keep back.
+    if carried.sent().is_none() {
+        return carried;
+    }
+    conditions_to_service(carried, req, config)
+}
+
+fn conditions_to_service<B>(
     mut carried: Carried,
     req: &mut Request<B>,
     config: &Config,
