@@ -140,14 +140,11 @@ where
             headers.remove(header::RANGE);
             headers.remove(header::IF_RANGE);
         }
-        // Range and If-Range, where they stay, are the service's. An identity tag names the
-        // identity bytes here, and compression leaves a 206 alone: a layer inside may cut a
-        // part under it for a client that accepts codings.
+        // Range and If-Range, where they stay, are the service's.
         conditions.drop_range();
         for name in READ_CONDITIONS {
             headers.remove(name);
         }
-        req.extensions_mut().insert(CodingsApart);
         CodingTagsFuture {
             inner: self.inner.call(req),
             checks: Checks {
@@ -158,11 +155,6 @@ where
         }
     }
 }
-
-/// Marks a read that passed [`CodingTags`]: each coding has its own tag outside, so an
-/// identity `If-Range` tag names identity bytes even when the client accepts codings.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CodingsApart;
 
 /// The fields of a read that this adapter evaluates itself.
 const READ_CONDITIONS: [HeaderName; 4] = [

@@ -29,7 +29,6 @@ use tower::Service;
 
 use crate::body::ConditionalBody;
 use crate::buffer::{Deadline, Filled, HashBuffer};
-use crate::coding::CodingsApart;
 use crate::config::Config;
 use crate::expectation::Expectation;
 use crate::header::{admits_coding, parse_date_value};
@@ -248,8 +247,9 @@ pub(crate) struct Exchange<P> {
     /// The conditions a read's response is checked against. `If-Range` and `Range` are
     /// cleared once the request goes to the service with them (from then on they are the
     /// service's to honour), and kept where the layer took them from it to check the
-    /// `If-Range` itself (`read_to_service`). While validators are found first, the pending request holds the conditions
-    /// instead; a write's exchange never holds any (its response is not checked again).
+    /// `If-Range` itself (`read_to_service`). While validators are found first, the pending
+    /// request holds the conditions instead; a write's exchange never holds any (its response
+    /// is not checked again).
     pub(crate) conditions: Carried,
     /// The request's gRPC content type, for a gRPC write (boxed: rare, and the exchange
     /// lives in every response future).
@@ -1192,12 +1192,13 @@ impl<P: Predicate> Exchange<P> {
 }
 
 /// A read's conditions as it goes to the service with nothing checked before it (no lookup,
-/// or one that failed or found nothing). An `If-Range` that is not a date is the layer's to
-/// check, on the response ([`Carried::take_range`]), unless the service checks it itself
-/// (`service_checks_if_range`). A part is cut only where the client's tag can only name
-/// these bytes: a client that accepts a coding may hold an encoded 200 that a compression
-/// layer outside made under the same tag, unless `CodingTagsLayer` tells codings apart.
-/// Otherwise the whole, where the conditions need it ([`whole_if_validated`]).
+/// or one that failed or found nothing). `If-Range` is the layer's to check, on the response
+/// ([`Carried::take_range`]), unless the service checks it itself
+/// (`service_checks_if_range`). A part is cut only for a client that accepts no content
+/// coding: one that does may hold a 200 that compression outside the layer encoded under
+/// the same tag (a layer inside compression cannot tell, and a misplaced `CodingTagsLayer`
+/// would not either). Otherwise the whole, where the conditions need it
+/// ([`whole_if_validated`]).
 #[inline(always)]
 pub(crate) fn read_to_service<B>(
     carried: Carried,
@@ -1218,9 +1219,8 @@ fn conditions_to_service<B>(
 ) -> Carried {
     let get = req.method() == Method::GET;
     if get && !config.service_checks_if_range {
-        let apart = req.extensions().get::<CodingsApart>().is_some();
         let may_cut =
-            |headers: &HeaderMap| apart || !admits_coding(headers.get_all(header::ACCEPT_ENCODING));
+            |headers: &HeaderMap| !admits_coding(headers.get_all(header::ACCEPT_ENCODING));
         if carried.take_range(req.headers_mut(), may_cut) {
             return carried;
         }
@@ -1239,7 +1239,15 @@ fn partial<B: Body>(
     body: ConditionalBody<B>,
     range: &HeaderValue,
 ) -> ConditionalBody<B> {
-    let Some(len) = body.held_len().filter(|_| head.status == StatusCode::OK) else {
+    // A 200 that says it takes no ranges is sent whole.
+    let refuses = head
+        .headers
+        .get(header::ACCEPT_RANGES)
+        .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"none"));
+    let Some(len) = body
+        .held_len()
+        .filter(|_| head.status == StatusCode::OK && !refuses)
+    else {
         return body;
     };
     let Some((first, last)) = crate::header::byte_range(range.as_bytes(), len) else {

@@ -334,7 +334,9 @@ pub(crate) fn byte_range(value: &[u8], len: u64) -> Option<(u64, u64)> {
 }
 
 /// Whether an `Accept-Encoding` field admits a content coding other than `identity` (RFC
-/// 9110 §12.5.3): a member, `*` included, whose weight is not zero. Without the field, none.
+/// 9110 §12.5.3): a member, `*` included, whose weight is not zero. Without the field,
+/// `false`: §12.5.3 lets a server then send any coding, but compressors (tower-http's
+/// among them) send identity, and this answers whether the client may hold encoded bytes.
 pub(crate) fn admits_coding(lines: GetAll<'_, HeaderValue>) -> bool {
     let admits = |member: &[u8]| {
         let mut parts = member.split(|&b| b == b';');

@@ -170,14 +170,15 @@ impl<L, P> ConditionalLayer<L, P> {
 
     /// Whether the inner service checks `If-Range` itself (default `false`).
     ///
-    /// Where no lookup has checked it first, a GET's `Range` with an entity tag in `If-Range`
-    /// does not reach the service by default: the tag is usually one the layer computed, which
-    /// the service cannot evaluate, and a service that does not check `If-Range` at all
+    /// Where no lookup has checked it first, a GET's `Range` with `If-Range` does not reach
+    /// the service by default: a tag there is usually one the layer computed, which the
+    /// service cannot evaluate, and a service that does not check `If-Range` at all
     /// (tower-http's `ServeDir`) would answer with a part of the version it has now, appended
-    /// by the client to the one it holds. The layer asks for the whole instead, and cuts the
-    /// part itself from the body it hashed when the tag matches. Turn this on for a service
-    /// that sets its own `ETag` on every response and checks `If-Range` against it: ranges of
-    /// bodies the layer does not hold (above `max_buffer`) then keep resuming.
+    /// by the client to the one it holds — under a date as under a tag. The layer asks for the
+    /// whole instead, and cuts the part itself from the body it hashed when the validator
+    /// matches (a date only under [`strong_last_modified`](Self::strong_last_modified)).
+    /// Turn this on for a service that sets its own validators and checks `If-Range` against
+    /// them: ranges of bodies the layer does not hold (above `max_buffer`) then keep resuming.
     pub fn service_checks_if_range(mut self, enabled: bool) -> Self {
         self.config.service_checks_if_range = enabled;
         self

@@ -193,12 +193,13 @@ impl Carried {
         Some(&self.0.as_ref()?.sent)
     }
 
-    /// A GET's `Range` with an entity tag in `If-Range` (or a value that is none: it never
-    /// matches), where nothing evaluated it before the service is called: the layer keeps
-    /// both and removes them from the request, so the whole representation comes back. The
-    /// service cannot evaluate a tag the layer computed from its body, and one that does not
-    /// check `If-Range` at all (tower-http's `ServeDir`) would send a part of another version
-    /// under it. Returns whether it took them. When `may_cut` says so for the request's
+    /// A GET's `Range` with an `If-Range`, where nothing evaluated it before the service is
+    /// called: the layer keeps both and removes them from the request, so the whole
+    /// representation comes back. The service cannot evaluate a tag the layer computed from
+    /// its body, and one that does not check `If-Range` at all (tower-http's `ServeDir`)
+    /// would send a part of another version under any validator, a date included (which is
+    /// weak unless the layer is told otherwise, RFC 9110 §8.8.2.2). Returns whether it took
+    /// them. When `may_cut` says so for the request's
     /// fields, the range is kept, for the layer to cut from the body it hashed if the tag
     /// matches ([`taken_range`](Self::taken_range)); otherwise the full 200 answers.
     pub(crate) fn take_range(
@@ -210,11 +211,7 @@ impl Carried {
             return false;
         };
         let conditions = &kept.sent.conditions;
-        let not_a_date = matches!(
-            conditions.if_range,
-            Some(IfRange::Tag(_) | IfRange::Invalid)
-        );
-        if !(conditions.has_range && not_a_date) {
+        if !(conditions.has_range && conditions.if_range.is_some()) {
             return false;
         }
         // One `Range` line; several are malformed, and the full 200 answers them.
@@ -250,7 +247,7 @@ impl std::ops::Deref for Carried {
 }
 
 /// The conditional fields of one request, parsed once.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct Conditions {
     /// `If-Match`.
@@ -267,8 +264,35 @@ pub struct Conditions {
     pub has_range: bool,
     /// Whether a date field came beside the tag list that overrides it (see
     /// `Sent::forget_overridden`). Where the struct has room: the parsed fields are moved
-    /// while a lookup decides, and a byte more would cost every such move a call.
+    /// while a lookup decides, and a byte more would cost every such move a call. Not part
+    /// of what the conditions are: equality and `Debug` leave it out.
     overridden_date: bool,
+}
+
+impl PartialEq for Conditions {
+    fn eq(&self, other: &Self) -> bool {
+        self.if_match == other.if_match
+            && self.if_none_match == other.if_none_match
+            && self.if_modified_since == other.if_modified_since
+            && self.if_unmodified_since == other.if_unmodified_since
+            && self.if_range == other.if_range
+            && self.has_range == other.has_range
+    }
+}
+
+impl Eq for Conditions {}
+
+impl std::fmt::Debug for Conditions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conditions")
+            .field("if_match", &self.if_match)
+            .field("if_none_match", &self.if_none_match)
+            .field("if_modified_since", &self.if_modified_since)
+            .field("if_unmodified_since", &self.if_unmodified_since)
+            .field("if_range", &self.if_range)
+            .field("has_range", &self.has_range)
+            .finish()
+    }
 }
 
 impl Conditions {
@@ -608,6 +632,22 @@ fn if_range_step(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The flag for overridden dates is bookkeeping: conditions that differ only in it are
+    /// the same conditions.
+    #[test]
+    fn equality_is_over_the_fields_alone() {
+        let mut headers = HeaderMap::new();
+        headers.insert("if-match", HeaderValue::from_static("\"a\""));
+        let plain = Conditions::from_headers(&headers);
+        headers.insert("if-unmodified-since", HeaderValue::from_static(T0));
+        let mut dated = Conditions::from_headers(&headers);
+        assert!(dated.overridden_date && !plain.overridden_date);
+        assert_ne!(dated, plain);
+        dated.if_unmodified_since = None;
+        assert_eq!(dated, plain);
+        assert_eq!(format!("{dated:?}"), format!("{plain:?}"));
+    }
     use http::HeaderValue;
     use std::time::{Duration, UNIX_EPOCH};
 

@@ -214,12 +214,14 @@ impl<S, L, P> Conditional<S, L, P> {
     {
         let head = matches!(method, Method::HEAD);
         let as_get = head && self.config.head_as_get;
-        if as_get {
-            *req.method_mut() = Method::GET;
-            // Range is defined for GET only (RFC 9110 §14.2): a HEAD answers like a GET
-            // without it, so the forwarded GET must not carry it.
+        if head {
+            // Range is defined for GET only (RFC 9110 §14.2: ignored on any other method): a
+            // HEAD answers like a GET without it — and so must the GET it is forwarded as.
             req.headers_mut().remove(header::RANGE);
             req.headers_mut().remove(header::IF_RANGE);
+        }
+        if as_get {
+            *req.method_mut() = Method::GET;
         }
         let mode = Mode::Read { head, as_get };
         let conditions = if self.lookup.is_lookup() {

@@ -2006,8 +2006,9 @@ async fn the_layers_206_is_cut_only_from_bytes_the_clients_tag_names() {
             assert_eq!(body_text(resp).await, &TEXT[100..]);
         }
     }
-    // The recipe tells codings apart: an identity tag names identity bytes, also for a gzip
-    // client, and compression leaves the 206 alone; a gzip tag never names a part.
+    // Under the recipe, where each coding has its own tag, the layer inside still cannot
+    // tell where it sits: a gzip client gets the whole; a client of identity bytes the part;
+    // a gzip tag never names a part.
     let recipe = serve(
         ServiceBuilder::new()
             .layer(tower_conditional::CodingTagsLayer::new())
@@ -2017,6 +2018,9 @@ async fn the_layers_206_is_cut_only_from_bytes_the_clients_tag_names() {
     )
     .await;
     let resp = ask(H1, recipe, resume("gzip")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[header::CONTENT_ENCODING], "gzip");
+    let resp = ask(H1, recipe, resume("")).await;
     assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(body_text(resp).await, &TEXT[100..]);
     let encoded = ask(
@@ -2037,19 +2041,22 @@ async fn the_layers_206_is_cut_only_from_bytes_the_clients_tag_names() {
     assert_eq!(resp.headers()[header::CONTENT_ENCODING], "gzip");
     assert_eq!(
         calls.load(Ordering::SeqCst),
-        2 * 3 + 3,
+        2 * 3 + 4,
         "one call per request"
     );
 }
 
-/// Without a lookup that decides, an `If-Range` the service cannot evaluate never reaches
-/// it with the `Range`: a failing lookup, one that finds nothing, a value that is no tag.
+/// Without a lookup that decides (none, a failing one, one that finds nothing), `If-Range`
+/// never reaches the service with the `Range`, whatever its validator: ServeDir would answer
+/// any of them with a part of the file it has now.
 #[tokio::test]
 async fn serve_dir_gets_no_range_that_nothing_checked() {
     let dir =
         std::env::temp_dir().join(format!("tower-conditional-ifrange-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("f.txt"), "C".repeat(100)).unwrap();
+    write_with_fixed_mtime(&dir.join("f.txt"), "C".repeat(100).as_bytes());
+    let modified = http_date(UNIX_EPOCH + Duration::from_secs(1_000_000_000)).unwrap();
+    let modified = modified.to_str().unwrap();
     let serve_dir = || tower_http::services::ServeDir::new(&dir);
     let failing = lookup_fn(|_req: LookupRequest| async {
         Err::<Option<Validators>, _>("the store is down")
@@ -2070,7 +2077,9 @@ async fn serve_dir_gets_no_range_that_nothing_checked() {
         ),
     ];
     for (what, addr) in setups {
-        for if_range in ["\"stale\"", "W/\"weak\"", "stale"] {
+        // A date, even the file's own, is weak unless the layer is told otherwise (§8.8.2.2).
+        let old = "Mon, 01 Jan 2001 00:00:00 GMT";
+        for if_range in ["\"stale\"", "W/\"weak\"", "stale", old, modified] {
             let fields = [("range", "bytes=90-"), ("if-range", if_range)];
             let resp = call(addr, "GET", "/f.txt", &fields, "").await;
             assert_eq!(
@@ -2081,31 +2090,65 @@ async fn serve_dir_gets_no_range_that_nothing_checked() {
             assert_eq!(body_text(resp).await.len(), 100, "{what}");
         }
     }
-    // A service that checks If-Range itself against its own tags gets both, as sent.
-    let seen = service_fn(|req: Request<Incoming>| async move {
-        let saw = |name| {
-            req.headers()
-                .get(name)
-                .map_or("-", |v| v.to_str().unwrap_or("?"))
-                .to_owned()
-        };
-        let text = format!("{} {}", saw(header::RANGE), saw(header::IF_RANGE));
-        let resp = Response::builder()
-            .header(header::ETAG, "\"own\"")
-            .body(full(text))
-            .unwrap();
-        Ok::<_, Infallible>(resp)
-    });
+    // Where dates are strong, the file's own date keeps the part, which the layer cuts.
+    let strong = serve(
+        ConditionalLayer::new()
+            .strong_last_modified(true)
+            .layer(serve_dir()),
+    )
+    .await;
+    let fields = [("range", "bytes=90-"), ("if-range", modified)];
+    let resp = call(strong, "GET", "/f.txt", &fields, "").await;
+    assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(resp.headers()[header::CONTENT_RANGE], "bytes 90-99/100");
+    assert_eq!(body_text(resp).await, "C".repeat(10));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // What the service sees of Range and If-Range, in a field and in the body.
+    let seen = |accept_ranges: &'static str| {
+        service_fn(move |req: Request<Incoming>| async move {
+            let saw = |name| {
+                req.headers()
+                    .get(name)
+                    .map_or("-", |v| v.to_str().unwrap_or("?"))
+                    .to_owned()
+            };
+            let text = format!("{} {}", saw(header::RANGE), saw(header::IF_RANGE));
+            let resp = Response::builder()
+                .header(header::ACCEPT_RANGES, accept_ranges)
+                .header("x-saw", &text)
+                .body(full(text))
+                .unwrap();
+            Ok::<_, Infallible>(resp)
+        })
+    };
+    // A service that checks If-Range itself gets both, as sent.
     let addr = serve(
         ConditionalLayer::new()
             .service_checks_if_range(true)
-            .layer(seen),
+            .layer(seen("bytes")),
     )
     .await;
     let fields = [("range", "bytes=1-"), ("if-range", "\"own\"")];
     let resp = call(addr, "GET", "/", &fields, "").await;
     assert_eq!(body_text(resp).await, "bytes=1- \"own\"");
-    let _ = std::fs::remove_dir_all(&dir);
+    // A HEAD never carries them to the service (range handling is GET's alone), even where
+    // the service answers HEAD itself.
+    let addr = serve(
+        ConditionalLayer::new()
+            .head_as_get(false)
+            .layer(seen("bytes")),
+    )
+    .await;
+    let resp = call(addr, "HEAD", "/", &fields, "").await;
+    assert_eq!(resp.headers()["x-saw"], "- -");
+    // A 200 that takes no ranges is sent whole, also where the tag matches.
+    let addr = serve(ConditionalLayer::new().layer(seen("none"))).await;
+    let tag = etag(call(addr, "GET", "/", &[], "").await.headers()).unwrap();
+    let fields = [("range", "bytes=1-"), ("if-range", tag.as_str())];
+    let resp = call(addr, "GET", "/", &fields, "").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(body_text(resp).await, "- -");
 }
 
 /// A conditional safe method, checked by the lookup under `serialize_writes`: one look, no
