@@ -1161,8 +1161,8 @@ impl<P: Predicate> Exchange<P> {
                 // Moved, not cloned: the header owns the tag's bytes.
                 head.headers.insert(header::ETAG, tag.into());
             }
-            // The layer took the `Range` because only it could check the `If-Range` tag,
-            // which holds: the part is cut from the body it hashed.
+            // The layer took the `Range` because only it could be sure to check the
+            // `If-Range`, which holds: the part is cut from the body it hashed.
             if decision == Decision::Proceed {
                 if let Some(range) = self.conditions.taken_range() {
                     body = partial(&mut head, body, range);

@@ -233,9 +233,11 @@ impl<L, P> ConditionalLayer<L, P> {
     /// version's date is at least a second after the last one's.
     ///
     /// Only a strong date may satisfy `If-Range` (RFC 9110 §13.1.5, §8.8.2.2). Without this,
-    /// a lookup-backed route answers a `Range` request whose `If-Range` is a date with the
-    /// whole representation (a client resuming a download starts over); with it, a date
-    /// equal to the lookup's `Last-Modified` and at least a second old keeps the `Range`.
+    /// a `Range` request whose `If-Range` is a date gets the whole representation on every
+    /// route (a client resuming a download starts over); with it, a date equal to the current
+    /// `Last-Modified` — the lookup's, or the response's where no lookup decided — and at
+    /// least a second old keeps the `Range` for the service, or lets the layer cut the part
+    /// (see [`service_checks_if_range`](Self::service_checks_if_range)).
     /// Enable it only with that guarantee: two versions written within one second share a
     /// date, and a client holding part of the first would get the rest of the second.
     pub fn strong_last_modified(mut self, enabled: bool) -> Self {

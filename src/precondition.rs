@@ -199,9 +199,9 @@ impl Carried {
     /// its body, and one that does not check `If-Range` at all (tower-http's `ServeDir`)
     /// would send a part of another version under any validator, a date included (which is
     /// weak unless the layer is told otherwise, RFC 9110 §8.8.2.2). Returns whether it took
-    /// them. When `may_cut` says so for the request's
-    /// fields, the range is kept, for the layer to cut from the body it hashed if the tag
-    /// matches ([`taken_range`](Self::taken_range)); otherwise the full 200 answers.
+    /// them. When `may_cut` says so for the request's fields, the range is kept, for the
+    /// layer to cut from the body it hashed if the validator matches
+    /// ([`taken_range`](Self::taken_range)); otherwise the full 200 answers.
     pub(crate) fn take_range(
         &mut self,
         headers: &mut HeaderMap,
@@ -431,7 +431,8 @@ pub struct Options {
     pub weak_if_match: bool,
     /// The time of the evaluation, for the strength of an `If-Range` date (with
     /// `strong_dates`): a modification time in the current second may still change within
-    /// it. `None` skips that check; the layer always passes the current time.
+    /// it. `None` skips that check; the layer passes the current time whenever an
+    /// `If-Range` is to be evaluated.
     pub now: Option<SystemTime>,
     /// Whether the current `Last-Modified` is a strong validator: the server knows that the
     /// representation never changed twice within the second it names (RFC 9110 §8.8.2.2 —
@@ -632,6 +633,10 @@ fn if_range_step(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    const T0: &str = "Sun, 06 Nov 1994 08:49:37 GMT"; // 784111777
 
     /// The flag for overridden dates is bookkeeping: conditions that differ only in it are
     /// the same conditions.
@@ -648,10 +653,6 @@ mod tests {
         assert_eq!(dated, plain);
         assert_eq!(format!("{dated:?}"), format!("{plain:?}"));
     }
-    use http::HeaderValue;
-    use std::time::{Duration, UNIX_EPOCH};
-
-    const T0: &str = "Sun, 06 Nov 1994 08:49:37 GMT"; // 784111777
     const T_BEFORE: &str = "Sun, 06 Nov 1994 08:49:36 GMT";
     const T_AFTER: &str = "Sun, 06 Nov 1994 08:49:38 GMT";
 
