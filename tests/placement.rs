@@ -572,6 +572,10 @@ enum Case {
     Read,
     /// A GET with `If-None-Match` carrying the current tag.
     Revalidate,
+    /// A GET resuming a download: `Range` and `If-Range` with the current tag.
+    Resume,
+    /// The same with a tag that is not the current one.
+    StaleResume,
 }
 
 impl Case {
@@ -589,6 +593,14 @@ impl Case {
             Case::Unconditional | Case::Read => vec![],
             Case::CreateOnly => vec![("if-none-match", "*".to_owned())],
             Case::Revalidate => vec![("if-none-match", current_tag())],
+            Case::Resume => vec![
+                ("range", "bytes=0-3".to_owned()),
+                ("if-range", current_tag()),
+            ],
+            Case::StaleResume => vec![
+                ("range", "bytes=0-3".to_owned()),
+                ("if-range", "\"stale\"".to_owned()),
+            ],
         }
     }
 
@@ -598,13 +610,21 @@ impl Case {
 }
 
 /// Every request sent to each (placement, source): the four writes per write method, then
-/// the two reads.
+/// the four reads.
 fn requests() -> Vec<(Kind, Case)> {
     let writes = Kind::WRITES
         .into_iter()
         .flat_map(|kind| Case::WRITES.into_iter().map(move |case| (kind, case)));
     writes
-        .chain([(Kind::Get, Case::Read), (Kind::Get, Case::Revalidate)])
+        .chain(
+            [
+                Case::Read,
+                Case::Revalidate,
+                Case::Resume,
+                Case::StaleResume,
+            ]
+            .map(|c| (Kind::Get, c)),
+        )
         .collect()
 }
 
@@ -615,6 +635,12 @@ fn expected(eval: Eval, kind: Kind, case: Case) -> (StatusCode, Tally) {
     match (case, eval) {
         (Case::Read, _) => (StatusCode::OK, none.ran(Kind::Get)),
         (Case::Revalidate, _) => (StatusCode::NOT_MODIFIED, none.ran(Kind::Get)),
+        // Never a part of another version; the handler ignores `Range`.
+        (Case::StaleResume, _) => (StatusCode::OK, none.ran(Kind::Get)),
+        // The lookup found the tag current and left the `Range` to the handler.
+        (Case::Resume, Eval::Layer { probe: false }) => (StatusCode::OK, none.ran(Kind::Get)),
+        // Nothing checked the tag before the handler: the layer did, and cut the part.
+        (Case::Resume, _) => (StatusCode::PARTIAL_CONTENT, none.ran(Kind::Get)),
         (Case::Unconditional, _) => (StatusCode::NO_CONTENT, write),
         (_, Eval::Refused(_)) => (StatusCode::NOT_IMPLEMENTED, none),
         (_, Eval::Layer { probe }) => {
@@ -728,6 +754,15 @@ async fn every_source_in(placement: Placement) {
                     current_tag().as_str(),
                     "{what}"
                 );
+            }
+            if reply.status == StatusCode::PARTIAL_CONTENT {
+                let length = BODY.len();
+                assert_eq!(
+                    reply.headers[header::CONTENT_RANGE],
+                    format!("bytes 0-3/{length}"),
+                    "{what}"
+                );
+                assert_eq!(reply.text(), &BODY[..4], "{what}");
             }
             if kind == Kind::Put {
                 put_line.push(reply.status.as_u16().to_string());
