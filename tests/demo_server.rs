@@ -1178,6 +1178,100 @@ async fn scim_filter_and_pagination() {
     }
 }
 
+/// Percent-encodes a query value (everything but unreserved characters).
+fn encode_query(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Input built to exhaust the demo gets a SCIM 400, and the server goes on: a filter nested
+/// 2,000 deep (it recursed once per level and overflowed a worker's stack, aborting the
+/// process), one of 300 terms, attribute names with a character that spans byte 4 (`abcé`:
+/// a slice inside it panicked), and a PATCH adding 20,000 values to a multi-valued attribute
+/// (each compared with every other: seconds of a worker's CPU under the item's write lock).
+#[tokio::test]
+async fn scim_hostile_filters_names_and_patches_get_answers_and_the_server_lives() {
+    let server = start_scim(&temp_path("scim-hostile.sqlite"), &[]);
+    let scim = Scim { addr: server.addr };
+    let created = scim
+        .post(
+            "/Users",
+            serde_json::json!({ "schemas": [USER_SCHEMA], "userName": unique("hostile"),
+                "emails": [{ "value": "first@example.com" }] }),
+        )
+        .await;
+    let id = created.assert_resource(StatusCode::CREATED, "User");
+    let user = format!("/Users/{id}");
+
+    let deep = format!("{}userName pr{}", "(".repeat(2000), ")".repeat(2000));
+    let long = vec!["userName pr"; 300].join(" and ");
+    for filter in [
+        deep.as_str(),
+        long.as_str(),
+        "abc\u{e9} pr",
+        "x\u{20ac}yz pr",
+    ] {
+        let reply = scim
+            .get(&format!("/Users?filter={}", encode_query(filter)))
+            .await;
+        reply.assert_error(StatusCode::BAD_REQUEST, Some("invalidFilter"));
+    }
+    let path = format!("emails[{}value pr{}]", "(".repeat(2000), ")".repeat(2000));
+    for path in [path.as_str(), "abc\u{e9}"] {
+        let ops = serde_json::json!([{ "op": "replace", "path": path, "value": "v" }]);
+        let reply = scim.patch(&user, &created.etag(), ops).await;
+        reply.assert_error(StatusCode::BAD_REQUEST, Some("invalidPath"));
+    }
+    let attributes = encode_query("abc\u{e9}");
+    let reply = scim.get(&format!("{user}?attributes={attributes}")).await;
+    reply.assert_error(StatusCode::BAD_REQUEST, Some("invalidValue"));
+    // A top-level key that is no URN, with the same character: taken as an attribute name.
+    let reply = scim
+        .call(
+            "PUT",
+            &user,
+            &[("if-match", &created.etag())],
+            &serde_json::json!({ "schemas": [USER_SCHEMA], "userName": unique("hostile"), "abc\u{e9}": 1 })
+                .to_string(),
+        )
+        .await;
+    assert!(!reply.status.is_server_error(), "{reply:?}");
+    let current = scim.get(&user).await;
+    assert_eq!(
+        current.status,
+        StatusCode::OK,
+        "the server lives: {current:?}"
+    );
+
+    // The PUT left the user without emails; one email first, then 20,000 more, the first
+    // of them again among them (added once: a value already there is skipped).
+    let email = |i: usize| serde_json::json!({ "value": format!("u{i}@example.com") });
+    let ops = serde_json::json!([{ "op": "add", "path": "emails", "value": [email(0)] }]);
+    let patched = scim.patch(&user, &current.etag(), ops).await;
+    patched.assert_resource(StatusCode::OK, "User");
+    let emails: Vec<_> = (0..20_000).map(email).collect();
+    let ops = serde_json::json!([{ "op": "add", "path": "emails", "value": emails }]);
+    let patched = scim.patch(&user, &patched.etag(), ops).await;
+    patched.assert_resource(StatusCode::OK, "User");
+    assert_eq!(
+        patched.json["emails"].as_array().map(Vec::len),
+        Some(20_000)
+    );
+    // Taking all but the first out again (a `remove` with a value list) is as cheap.
+    let ops = serde_json::json!([{ "op": "remove", "path": "emails", "value": emails[1..] }]);
+    let patched = scim.patch(&user, &patched.etag(), ops).await;
+    patched.assert_resource(StatusCode::OK, "User");
+    assert_eq!(patched.json["emails"], serde_json::json!([email(0)]));
+}
+
 #[tokio::test]
 async fn scim_versioning_304_stale_if_match_412_and_optional_if_match() {
     let server = start_scim(&temp_path("scim-versioning.sqlite"), &[]);

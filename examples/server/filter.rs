@@ -126,10 +126,7 @@ fn tokenize(input: &str) -> Result<Vec<Token>, ParseError> {
 
 /// Parses a `filter` query parameter.
 pub fn parse(input: &str) -> Result<Filter, ParseError> {
-    let mut p = Parser {
-        tokens: tokenize(input)?,
-        at: 0,
-    };
+    let mut p = Parser::new(tokenize(input)?, 0);
     if p.tokens.is_empty() {
         return error("the filter is empty");
     }
@@ -153,7 +150,7 @@ pub fn parse_path(input: &str) -> Result<PatchPath, ParseError> {
             if attr.sub.is_some() {
                 return error("a value filter applies to an attribute, not a sub-attribute");
             }
-            let mut p = Parser { tokens, at: 2 };
+            let mut p = Parser::new(tokens, 2);
             let filter = p.or()?;
             p.expect(&Token::CloseBracket)?;
             match &p.tokens[p.at..] {
@@ -199,8 +196,18 @@ fn check_name(name: &str) -> Result<(), ParseError> {
 }
 
 /// `[URI ":"] ATTRNAME *1subAttr`.
+/// Whether a name starts with `urn:` (any case) and has more after it: a schema URN, as a
+/// prefix of an attribute path or as the key of an extension's attributes. Never slices
+/// inside a character (`"abcé"` is a plain name, not a panic).
+pub fn is_urn(name: &str) -> bool {
+    name.len() > 4
+        && name
+            .get(..4)
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case("urn:"))
+}
+
 pub fn attr_path(word: &str) -> Result<AttrPath, ParseError> {
-    let (schema, rest) = if word.len() > 4 && word[..4].eq_ignore_ascii_case("urn:") {
+    let (schema, rest) = if is_urn(word) {
         match word.rfind(':') {
             Some(at) => (Some(word[..at].to_owned()), &word[at + 1..]),
             None => (None, word),
@@ -223,12 +230,29 @@ pub fn attr_path(word: &str) -> Result<AttrPath, ParseError> {
     })
 }
 
+/// How deep parentheses, `not(..)` and value filters (`emails[..]`) may nest, and how many
+/// attribute expressions one filter may hold: far above any real filter, far below what would
+/// exhaust a worker's stack (the parser and the evaluation recurse once per level and term).
+const MAX_DEPTH: usize = 32;
+const MAX_TERMS: usize = 256;
+
 struct Parser {
     tokens: Vec<Token>,
     at: usize,
+    depth: usize,
+    terms: usize,
 }
 
 impl Parser {
+    fn new(tokens: Vec<Token>, at: usize) -> Self {
+        Parser {
+            tokens,
+            at,
+            depth: 0,
+            terms: 0,
+        }
+    }
+
     fn peek(&self) -> Option<&Token> {
         self.tokens.get(self.at)
     }
@@ -255,7 +279,18 @@ impl Parser {
         matches!(self.peek(), Some(Token::Word(w)) if w.eq_ignore_ascii_case(word))
     }
 
+    /// One level of nesting: the whole filter, or what a `(`, `not(` or `[` opens.
     fn or(&mut self) -> Result<Filter, ParseError> {
+        if self.depth == MAX_DEPTH {
+            return error(format!("the filter nests deeper than {MAX_DEPTH} levels"));
+        }
+        self.depth += 1;
+        let filter = self.or_terms();
+        self.depth -= 1;
+        filter
+    }
+
+    fn or_terms(&mut self) -> Result<Filter, ParseError> {
         let mut left = self.and()?;
         while self.keyword("or") {
             self.at += 1;
@@ -293,6 +328,10 @@ impl Parser {
     }
 
     fn attribute_expression(&mut self, word: &str) -> Result<Filter, ParseError> {
+        self.terms += 1;
+        if self.terms > MAX_TERMS {
+            return error(format!("the filter has more than {MAX_TERMS} terms"));
+        }
         let path = attr_path(word)?;
         if self.peek() == Some(&Token::OpenBracket) {
             if path.sub.is_some() {

@@ -6,6 +6,8 @@
 //! accepted as well: operation names in any case (`"Add"`), and `remove` of `members` with
 //! a `value` listing the members to take out.
 
+use std::collections::HashSet;
+
 use serde_json::{Map, Value};
 
 use crate::filter::{self, get_ci, key_ci, Filter, Op, PatchPath};
@@ -265,7 +267,8 @@ fn at_attribute(
         }
         // `remove` with a value: take those values out (`members`, as Entra ID sends it).
         (Kind::Remove, Some(Value::Array(items)), Some(Value::Array(gone))) => {
-            items.retain(|item| !gone.iter().any(|g| same_value(item, g)));
+            let gone: HashSet<String> = gone.iter().map(identity).collect();
+            items.retain(|item| !gone.contains(&identity(item)));
             if items.is_empty() {
                 object.remove(&key);
             }
@@ -435,24 +438,28 @@ fn merge(existing: &mut Map<String, Value>, new: &Map<String, Value>) {
     }
 }
 
-/// Adds values to a multi-valued attribute, skipping ones it already has.
+/// Adds values to a multi-valued attribute, skipping ones it already has (by [`identity`]).
+/// Each value is looked up in a set of the ones present, so adding n values to m costs
+/// n + m, not n × m (a PATCH of a few thousand emails must not hold a worker for seconds).
 fn append(items: &mut Vec<Value>, value: Value) {
     let new = match value {
         Value::Array(values) => values,
         value => vec![value],
     };
+    let mut present: HashSet<String> = items.iter().map(identity).collect();
     for v in new {
-        if !items.iter().any(|item| same_value(item, &v)) {
+        if present.insert(identity(&v)) {
             items.push(v);
         }
     }
 }
 
-/// Two values of a multi-valued attribute are the same when their `value` sub-attributes
-/// are (a group member is its id), or when they are equal.
-fn same_value(a: &Value, b: &Value) -> bool {
-    match (a.get("value"), b.get("value")) {
-        (Some(x), Some(y)) => x == y,
-        _ => a == b,
+/// Two values of a multi-valued attribute are the same when their `value` sub-attributes are
+/// (a group member is its id), or when they are equal: this is that identity as text, for
+/// sets (serde_json's maps are sorted here, so equal values print alike).
+fn identity(v: &Value) -> String {
+    match v.get("value") {
+        Some(value) => format!("v{value}"),
+        None => format!("w{v}"),
     }
 }

@@ -759,7 +759,7 @@ fn document(
     }
     let mut schemas = vec![json!(kind.schema)];
     for (name, value) in &doc {
-        if name.len() > 4 && name[..4].eq_ignore_ascii_case("urn:") {
+        if filter::is_urn(name) {
             if !value.is_object() {
                 return invalid(format!("{name} must be an object of extension attributes"));
             }
