@@ -17,6 +17,8 @@
 
 #[path = "server/app.rs"]
 mod app;
+#[path = "support/body_first.rs"]
+mod body_first;
 #[path = "server/db.rs"]
 mod db;
 #[path = "server/filter.rs"]

@@ -219,12 +219,12 @@ fn start_sqlite_server(name: &str) -> Running {
     )
 }
 
-/// `/Items` serializes conditional writes: a writer stalled mid-body holds an item only
-/// until the request timeout.
+/// `/Items` serializes conditional writes, after reading their bodies: writers stalled
+/// mid-body hold nothing, and get 408 at the request timeout.
 #[tokio::test]
-async fn a_stalled_conditional_write_frees_its_item_after_the_request_timeout() {
+async fn stalled_conditional_writes_do_not_hold_their_item() {
     let server = start_sqlite_server("stall.sqlite");
-    common::stalled_write_is_bounded(server.addr, "/Items/stall").await;
+    common::stalled_writes_hold_nothing(server.addr, "/Items/stall").await;
 }
 
 #[tokio::test]

@@ -23,6 +23,8 @@ use tower_conditional::{
 };
 use tower_http::timeout::TimeoutLayer;
 
+use crate::body_first;
+
 /// One stored representation, with its strong tag computed once, when it is written.
 #[derive(Clone)]
 pub struct Item {
@@ -405,6 +407,16 @@ async fn refuse_early(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
+/// A write's whole body, read before the layer takes the item's write lock
+/// (`examples/support/body_first.rs`): a client that stalls mid-body then holds nothing, and
+/// the timeout outside answers it 408.
+async fn body_first(request: Request, next: Next) -> Response {
+    match body_first::read_whole(request, body_first::BODY_LIMIT).await {
+        Ok(request) => next.run(request).await,
+        Err((status, detail)) => problem(status, detail),
+    }
+}
+
 async fn require_bearer(request: Request, next: Next) -> Response {
     let authorized = request
         .headers()
@@ -460,11 +472,11 @@ fn item_layer(
         .serialize_writes(true)
 }
 
-/// How long one request on an item route may take, body included. A conditional write holds
-/// its item's write lock (`serialize_writes`) while its handler reads the body: a client that
-/// stalls mid-body would otherwise hold it, and every other conditional write to that item
-/// would wait, for as long as it keeps the connection open. After this, 408 and the lock is
-/// free (the layer's docs: bound the wait with a timeout outside the layer).
+/// How long one request on an item route may take: reading its body, waiting for the item's
+/// write lock (`serialize_writes`), the handler. The body is read before the lock is taken
+/// (`body_first`), so a client that stalls mid-body holds nothing while it stalls; after
+/// this it gets 408, and so does a write that waited this long (the layer's docs: bound the
+/// wait with a timeout outside the layer).
 pub const ITEM_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn request_timeout() -> TimeoutLayer {
@@ -479,6 +491,7 @@ fn item_routes(store: &Store) -> MethodRouter<Store> {
         .delete(delete_item)
         .options(options_item)
         .route_layer(item_layer(store))
+        .route_layer(middleware::from_fn(body_first))
         .route_layer(middleware::from_fn(refuse_early))
         .route_layer(request_timeout())
 }
@@ -494,6 +507,7 @@ fn strict_item_routes(store: &Store) -> MethodRouter<Store> {
         .route_layer(item_layer(store).require_preconditions(true));
     relaxed
         .merge(strict)
+        .route_layer(middleware::from_fn(body_first))
         .route_layer(middleware::from_fn(refuse_early))
         .route_layer(request_timeout())
 }

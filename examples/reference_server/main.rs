@@ -21,6 +21,8 @@
 mod app;
 #[path = "../support/args.rs"]
 mod args;
+#[path = "../support/body_first.rs"]
+mod body_first;
 #[path = "../support/serve.rs"]
 mod serve;
 

@@ -42,11 +42,22 @@ pub fn app(db: Db, settings: &Settings) -> Router {
                 .put(put_item)
                 .delete(delete_item)
                 .route_layer(items)
+                .route_layer(middleware::from_fn(body_first))
                 .route_layer(middleware::from_fn(whole_puts_only))
                 .route_layer(request_timeout()),
         )
         .with_state(db.clone());
     crate::scim::router(db, settings).merge(plain)
+}
+
+/// A write's whole body, read before the layer takes the target's write lock
+/// (`examples/support/body_first.rs`): a client that stalls mid-body then holds nothing, and
+/// the timeout outside answers it 408. Used on `/Items` and on every SCIM resource.
+pub async fn body_first(request: Request, next: Next) -> Response {
+    match crate::body_first::read_whole(request, crate::body_first::BODY_LIMIT).await {
+        Ok(request) => next.run(request).await,
+        Err((status, detail)) => problem(status, detail, Value::Null),
+    }
 }
 
 /// A PUT that carries `Content-Range` is a partial update this API does not do: 400 (RFC
@@ -68,11 +79,10 @@ pub fn is_partial_put(request: &Request) -> bool {
     request.method() == Method::PUT && request.headers().contains_key(header::CONTENT_RANGE)
 }
 
-/// How long one request on a route with serialized writes may take, body included: a
-/// conditional write holds its target's write lock while its handler reads the body, and a
-/// client that stalls mid-body would hold it — and make every other conditional write to
-/// that target wait — for as long as it keeps the connection open. After this, 408 and the
-/// lock is free (the layer's `serialize_writes` docs: bound the wait with a timeout outside).
+/// How long one request on a route with serialized writes may take: reading its body
+/// ([`body_first`], before the write lock is taken, so a client that stalls mid-body holds
+/// nothing), waiting for the lock, the handler. After this, 408 (the layer's
+/// `serialize_writes` docs: bound the wait with a timeout outside the layer).
 pub fn request_timeout() -> TimeoutLayer {
     TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(10))
 }

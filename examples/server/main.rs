@@ -14,6 +14,8 @@
 mod app;
 #[path = "../support/args.rs"]
 mod args;
+#[path = "../support/body_first.rs"]
+mod body_first;
 mod db;
 mod filter;
 mod patch;

@@ -317,6 +317,7 @@ pub fn router(db: Db, settings: &Settings) -> Router {
             .patch(move |m, s, i, h, q, e, b| update(kind, m, s, i, h, q, e, b))
             .delete(move |s, i, e| delete(kind, s, i, e))
             .route_layer(resource(kind.name))
+            .route_layer(middleware::from_fn(crate::app::body_first))
             .route_layer(crate::app::request_timeout());
         if settings.strict {
             one = one.route_layer(middleware::from_fn(require_if_match));

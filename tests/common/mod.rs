@@ -613,57 +613,61 @@ pub fn spawn_example(name: &str, args: &[&str]) -> Running {
     Running { child, addr }
 }
 
-/// A conditional PUT to `path` (created first, unconditionally) that stalls mid-body holds
-/// the target's write lock (`serialize_writes`) only until the route's request timeout: the
-/// next conditional PUT waits for it, gets through, and the stalled one gets 408 and writes
-/// nothing. For servers whose timeout is about 10 s.
-pub async fn stalled_write_is_bounded(addr: SocketAddr, path: &str) {
+/// Conditional PUTs to `path` (created first, unconditionally) that stall mid-body hold
+/// nothing: the route reads a write's body before its layer takes the target's write lock
+/// (`serialize_writes`), so two stalled writers — which could otherwise take turns holding
+/// the lock, each for a request timeout, and keep every other writer waiting past its own —
+/// leave the target free. The next conditional PUT goes through while they still wait for
+/// their answers; they then get 408 at the route's request timeout (about 10 s) and write
+/// nothing.
+pub async fn stalled_writes_hold_nothing(addr: SocketAddr, path: &str) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let created = call(addr, "PUT", path, &[], "v0").await;
     assert!(created.status().is_success(), "{}", created.status());
     let tag = tag(created.headers());
 
-    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "PUT {path} HTTP/1.1\r\nHost: t\r\nIf-Match: {tag}\r\nContent-Length: 100\r\n\r\nabcde"
-    );
-    stalled.write_all(head.as_bytes()).await.unwrap();
-    // It holds the lock now. The next writer starts seconds later, so that its own request
-    // timeout leaves it time once the stalled one's frees the lock (300 ms was too little
-    // on a loaded machine: it timed out too, 408, while waiting).
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // One with the current tag, one whose condition holds for any tag but the one it names.
+    let mut stalled = Vec::new();
+    for condition in [
+        format!("If-Match: {tag}"),
+        "If-None-Match: \"junk\"".to_owned(),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "PUT {path} HTTP/1.1\r\nHost: t\r\n{condition}\r\nContent-Length: 100\r\n\r\nabcde"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stalled.push(stream);
+    }
+    // Time for the server to take both in: a lock taken for either would hold the next write
+    // until that request's timeout, past `call`'s liveness bound.
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let started = std::time::Instant::now();
-    // Longer than `call`'s liveness bound: this one waits for the timeout on purpose.
-    let next = tokio::time::timeout(
-        Duration::from_secs(40),
-        send(addr, request("PUT", path, &[("if-match", &tag)], "v1")),
-    )
-    .await
-    .expect("the lock is free after the stalled write's timeout");
-    let waited = started.elapsed();
-    assert!(
-        next.status().is_success(),
-        "{} after {waited:?}",
-        next.status()
-    );
-    assert!(
-        waited >= Duration::from_secs(4),
-        "it waited for the lock: {waited:?}"
-    );
+    let next = call(addr, "PUT", path, &[("if-match", &tag)], "v1").await;
+    assert!(next.status().is_success(), "{}", next.status());
+    for stream in &mut stalled {
+        let mut byte = [0u8; 1];
+        let early = tokio::time::timeout(Duration::from_millis(1), stream.read(&mut byte)).await;
+        assert!(
+            early.is_err(),
+            "a stalled writer was answered first: {early:?}"
+        );
+    }
 
-    let mut answer = vec![0u8; 64];
-    let n = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut answer))
-        .await
-        .expect("the stalled writer has its answer")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    for mut stream in stalled {
+        let mut answer = vec![0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut answer))
+            .await
+            .expect("the stalled writer has its answer")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
     let now = call(addr, "GET", path, &[], "").await;
     assert_eq!(
         collect(now.into_body()).await,
         "v1",
-        "the stalled write wrote nothing"
+        "the stalled writes wrote nothing"
     );
 }
 
