@@ -224,7 +224,10 @@ where
             let body = ConditionalBody::pass_through(body);
             return Poll::Ready(Ok(Response::from_parts(head, body)));
         }
-        let tag = match encoded_tag(&head.headers) {
+        let coded = encoded_tag(&head.headers);
+        // Encoded inside: compression sits within this layer, as the recipe places it.
+        let encoded = coded.is_some();
+        let tag = match coded {
             Some(tag) => {
                 head.headers.insert(header::ETAG, tag.to_header_value());
                 Some(tag)
@@ -253,15 +256,14 @@ where
                 if head.extensions.get::<Outcome>().is_some() {
                     head.extensions.insert(Outcome::NotModified);
                 }
-                // A HEAD over HTTP/1.1 without the 200's length reports an unknown size, so
-                // that a router writing lengths from body sizes (axum) writes none; hyper
-                // never sends a HEAD response's body, so nothing outside can turn it into
-                // DATA. Everywhere else, an exact zero (see `not_modified_size`).
-                let hint = if this.checks.head && !this.checks.http2 && !kept {
-                    http_body::SizeHint::default()
-                } else {
-                    not_modified_size()
-                };
+                // An unknown size, so that a router writing lengths from body sizes (axum)
+                // writes no `content-length: 0` (RFC 9110 §8.6), where nothing outside can
+                // turn it into DATA: the 200 was encoded (compression sits inside, as the
+                // recipe has it), or it is a HEAD over HTTP/1.1 without the 200's length
+                // (hyper never sends a HEAD response's body). Elsewhere compression may be
+                // outside: an exact zero (see `not_modified_size`).
+                let safe = encoded || (this.checks.head && !this.checks.http2 && !kept);
+                let hint = not_modified_size(!safe);
                 Response::from_parts(head, ConditionalBody::empty(hint))
             }
             Decision::PreconditionFailed(failed) => {

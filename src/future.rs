@@ -256,6 +256,10 @@ pub(crate) struct Exchange<P> {
     pub(crate) grpc: Option<Box<HeaderValue>>,
     /// The read came over HTTP/2 (where a 304's `Content-Length` is sent as given).
     pub(crate) http2: bool,
+    /// The client accepts a content coding, read for a request that may get an empty answer
+    /// (a HEAD, a read with conditions): only then may compression outside encode that empty
+    /// body, and only then does it report an exact zero size ([`not_modified_size`]).
+    pub(crate) coding_accepted: bool,
     /// Whether the lookup already passed the conditions before the service was called.
     pub(crate) prechecked: bool,
     /// The lookup's `Last-Modified`, for a read under `last_modified_from_lookup`.
@@ -610,18 +614,20 @@ impl<P> Exchange<P> {
         }
         // A 204 has no content and a 304's length may only be the 200's (RFC 9110 §8.6):
         // neither gets a length the layer made up.
-        // (hyper writes no Content-Length on a 204 or 304; an exact zero also keeps a
-        // compression layer outside from encoding nothing.)
+        // (hyper writes no Content-Length on a 204 or 304; for a client that accepts a
+        // coding, an exact zero also keeps a compression layer outside from encoding nothing.)
         if head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED {
-            return Response::from_parts(head, ConditionalBody::empty(not_modified_size()));
+            let hint = not_modified_size(self.coding_accepted);
+            return Response::from_parts(head, ConditionalBody::empty(hint));
         }
         // The GET's length goes in the header. Over HTTP/1.1 the empty body reports the GET's
         // size, so that a compression layer outside labels the HEAD as it does the GET (same
         // `Content-Encoding`, same per-coding tag) — hyper never sends a HEAD response's
         // body. Over HTTP/2 it would: an encoder writes its framing even for nothing, and
-        // DATA on a HEAD response is a protocol error; there the body reports an exact zero
-        // and compression outside leaves the HEAD alone (for a GET of unknown length, a
-        // router that writes lengths from body sizes — axum — then says `content-length: 0`).
+        // DATA on a HEAD response is a protocol error; there, for a client that accepts a
+        // coding, the body reports an exact zero and compression outside leaves the HEAD
+        // alone (for a GET of unknown length, a router that writes lengths from body sizes —
+        // axum — then says `content-length: 0`); for one that accepts none, no size.
         let hint = body.hint();
         if let Some(n) = hint.exact() {
             if !head.headers.contains_key(header::CONTENT_LENGTH) {
@@ -630,7 +636,7 @@ impl<P> Exchange<P> {
             }
         }
         let hint = if self.http2 {
-            not_modified_size()
+            not_modified_size(self.coding_accepted)
         } else {
             hint
         };
@@ -903,7 +909,8 @@ impl<P: Predicate> Exchange<P> {
                         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
                     }
                 }
-                let mut response = Response::new(ConditionalBody::empty(not_modified_size()));
+                let hint = not_modified_size(self.coding_accepted);
+                let mut response = Response::new(ConditionalBody::empty(hint));
                 *response.status_mut() = status;
                 *response.headers_mut() = headers;
                 return Next::Done(Ok((response, Outcome::NotModified)));
@@ -1180,8 +1187,9 @@ impl<P: Predicate> Exchange<P> {
             };
             into_not_modified_keeping_length(&mut head, written, size);
             drop(body);
-            // An exact zero: no layer outside (compression) takes it for content to encode.
-            let empty = ConditionalBody::empty(not_modified_size());
+            // An exact zero where a layer outside (compression) could take it for content to
+            // encode; no size where none can.
+            let empty = ConditionalBody::empty(not_modified_size(self.coding_accepted));
             return Next::Done(Ok((
                 Response::from_parts(head, empty),
                 Outcome::NotModified,

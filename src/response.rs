@@ -331,15 +331,25 @@ pub(crate) fn into_not_modified_keeping_length(
     kept
 }
 
-/// The size the empty body of every 304 (and every body-less answer to a HEAD) reports: an
-/// exact zero. A compression layer outside takes a body of unknown size for content to
-/// encode (tower-http's does), and its encoder writes framing even for nothing — DATA on a
-/// 304 or a HEAD response, a stream error over HTTP/2. The 200's length, where it is known
-/// and written as given (a HEAD, HTTP/2), is in `Content-Length`; where it is not known, a
-/// router that writes lengths from body sizes (axum) says `content-length: 0`, which a cache
+/// The size the empty body of a 304 (or of a body-less answer to a HEAD) reports.
+///
+/// Where a compression layer outside may encode it — the client accepts a content coding
+/// (`coding_accepted`) — an exact zero: such a layer takes a body of unknown size for content
+/// to encode (tower-http's does), and its encoder writes framing even for nothing, DATA on a
+/// 304 or a HEAD response, a stream error over HTTP/2. The 200's length, where it is known and
+/// written as given (a HEAD, HTTP/2), is in `Content-Length`; where it is not known, a router
+/// that writes lengths from body sizes (axum) then says `content-length: 0`, which a cache
 /// ignores on a 304 (RFC 9111 §3.2) — the lesser fault.
-pub(crate) fn not_modified_size() -> SizeHint {
-    SizeHint::with_exact(0)
+///
+/// Where nothing may encode it (the client accepts no coding, so a compression layer sends
+/// identity), an unknown size: then nothing writes a length the 200 did not have (RFC 9110
+/// §8.6). The body still ends at once, so hyper sends no DATA for it.
+pub(crate) fn not_modified_size(coding_accepted: bool) -> SizeHint {
+    if coding_accepted {
+        SizeHint::with_exact(0)
+    } else {
+        SizeHint::default()
+    }
 }
 
 /// The complete length, in octets, a 206's `Content-Range` names (`bytes 0-4/43` → 43; RFC

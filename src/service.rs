@@ -134,6 +134,12 @@ where
     }
 }
 
+/// Whether the request accepts a content coding other than identity: whether a compression
+/// layer outside may encode what the layer answers it (`Exchange::coding_accepted`).
+fn accepts_coding<B>(req: &Request<B>) -> bool {
+    crate::header::admits_coding(req.headers().get_all(header::ACCEPT_ENCODING))
+}
+
 impl<S, L, P> Conditional<S, L, P> {
     #[inline(always)]
     fn exchange(&self, method: Method, mode: Mode, conditions: Carried) -> Exchange<P>
@@ -148,6 +154,7 @@ impl<S, L, P> Conditional<S, L, P> {
             conditions,
             grpc: None,
             http2: false,
+            coding_accepted: false,
             prechecked: false,
             lookup_last_modified: None,
         }
@@ -236,6 +243,7 @@ impl<S, L, P> Conditional<S, L, P> {
                 // Asked on the first poll; the conditions wait in the pending request's box.
                 let mut exchange = self.exchange(method, mode, Carried::default());
                 exchange.http2 = req.version() == Version::HTTP_2;
+                exchange.coding_accepted = (head || sent.is_some()) && accepts_coding(&req);
                 let pending = self.pending(req, true, sent);
                 let call = LookupCall::NotReady;
                 return ResponseFuture::new(State::Lookup { call, pending }, exchange);
@@ -249,8 +257,10 @@ impl<S, L, P> Conditional<S, L, P> {
         };
         // The service answers at once; its response is checked against the conditions.
         let conditions = read_to_service(conditions, &mut req, &self.config);
+        let coding_accepted = (head || conditions.sent().is_some()) && accepts_coding(&req);
         let mut exchange = self.exchange(method, mode, conditions);
         exchange.http2 = req.version() == Version::HTTP_2;
+        exchange.coding_accepted = coding_accepted;
         self.call_now(exchange, req)
     }
 

@@ -191,6 +191,48 @@ async fn hyper_service() {
     );
 }
 
+/// RFC 9110 §8.6 over HTTP/2, where axum writes a length from the body's size: the gzip
+/// client's 304 carries no `Content-Length` (its encoded 200 had none, and compression sits
+/// inside `CodingTagsLayer`, so nothing outside may encode the empty body), and the identity
+/// client's carries the 200's.
+#[tokio::test]
+async fn service_builder_304s_over_http2_carry_the_200s_length_or_none() {
+    let server = spawn_example("service_builder", &["--addr", "127.0.0.1:0"]);
+    let mut h2 = common::h2_client(server.addr).await;
+    let uri = format!("http://{}/report", server.addr);
+    for coding in ["gzip", "identity"] {
+        let get = |extra: Option<(&str, String)>| {
+            let mut req = Request::get(&uri).header(header::ACCEPT_ENCODING, coding);
+            if let Some((name, value)) = extra {
+                req = req.header(name, value);
+            }
+            req.body(Full::new(Bytes::new())).unwrap()
+        };
+        let full = h2.send_request(get(None)).await.unwrap();
+        assert_eq!(full.status(), StatusCode::OK, "{coding}");
+        let length = full.headers().get(header::CONTENT_LENGTH).cloned();
+        let tag = tag(full.headers());
+        let bytes = full.into_body().collect().await.unwrap().to_bytes();
+        if let Some(length) = &length {
+            assert_eq!(
+                length.to_str().unwrap(),
+                bytes.len().to_string(),
+                "{coding}"
+            );
+        }
+        let revalidated = h2
+            .send_request(get(Some(("if-none-match", tag.clone()))))
+            .await
+            .unwrap();
+        assert_eq!(revalidated.status(), StatusCode::NOT_MODIFIED, "{coding}");
+        assert_eq!(
+            revalidated.headers().get(header::CONTENT_LENGTH),
+            length.as_ref(),
+            "{coding}: the 200's length or none"
+        );
+    }
+}
+
 #[tokio::test]
 async fn service_builder_gives_each_coding_its_own_tag_and_lookups_validate_both() {
     let server = spawn_example("service_builder", &["--addr", "127.0.0.1:0"]);

@@ -409,3 +409,44 @@ async fn stalled_conditional_writes_do_not_hold_their_item() {
     let s = start();
     common::stalled_writes_hold_nothing(s.addr, "/items/stall").await;
 }
+
+/// RFC 9110 §8.6: a HEAD response or a 304 carries the 200's `Content-Length` or none — never
+/// a `0` for a stream whose length nobody knows (`/blob/{n}` above `max_buffer`, `/sse`),
+/// over HTTP/1.1 or HTTP/2, to a client that accepts no content coding. (To one that does,
+/// the layer keeps the empty body's exact zero so that compression outside sends no DATA on
+/// it, which axum writes as `content-length: 0`: the documented lesser fault.)
+#[tokio::test]
+async fn heads_and_304s_of_streams_carry_no_length_the_200_did_not() {
+    let s = start();
+    let mut h2 = common::h2_client(s.addr).await;
+    type Exchange<'a> = (&'a str, &'a [(&'a str, &'a str)], StatusCode);
+    let exchanges: [Exchange; 3] = [
+        ("HEAD", &[], StatusCode::OK),
+        ("HEAD", &[("if-none-match", "*")], StatusCode::NOT_MODIFIED),
+        ("GET", &[("if-none-match", "*")], StatusCode::NOT_MODIFIED),
+    ];
+    for path in ["/blob/2000000", "/sse"] {
+        for (method, conditions, status) in exchanges {
+            let what = format!("{method} {path} {conditions:?}");
+            let h1 = call(s.addr, method, path, conditions, "").await;
+            assert_eq!(h1.status(), status, "HTTP/1.1 {what}");
+            assert_eq!(
+                h1.headers().get(header::CONTENT_LENGTH),
+                None,
+                "HTTP/1.1 {what}"
+            );
+
+            let mut req = common::request(method, path, conditions, "");
+            *req.uri_mut() = format!("http://{}{path}", s.addr).parse().unwrap();
+            req.headers_mut().remove(header::HOST);
+            let resp = common::live(&what, h2.send_request(req)).await.unwrap();
+            assert_eq!(resp.status(), status, "HTTP/2 {what}");
+            assert_eq!(
+                resp.headers().get(header::CONTENT_LENGTH),
+                None,
+                "HTTP/2 {what}"
+            );
+            assert!(collect(resp.into_body()).await.is_empty(), "HTTP/2 {what}");
+        }
+    }
+}
