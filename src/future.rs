@@ -256,9 +256,11 @@ pub(crate) struct Exchange<P> {
     pub(crate) grpc: Option<Box<HeaderValue>>,
     /// The read came over HTTP/2 (where a 304's `Content-Length` is sent as given).
     pub(crate) http2: bool,
-    /// The client accepts a content coding, read for a request that may get an empty answer
-    /// (a HEAD, a read with conditions): only then may compression outside encode that empty
-    /// body, and only then does it report an exact zero size ([`not_modified_size`]).
+    /// Whether the layer's empty answers (a 304, a HEAD's) report an exact zero size
+    /// ([`not_modified_size`]): where the client accepts a content coding, so that compression
+    /// outside leaves them alone. Read (`Accept-Encoding`) only where a size is written as a
+    /// length — a HEAD, HTTP/2; over HTTP/1.1 hyper writes none for a GET's 304, whatever its
+    /// size, so there the zero stays, at no cost.
     pub(crate) coding_accepted: bool,
     /// Whether the lookup already passed the conditions before the service was called.
     pub(crate) prechecked: bool,

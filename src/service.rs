@@ -134,10 +134,12 @@ where
     }
 }
 
-/// Whether the request accepts a content coding other than identity: whether a compression
-/// layer outside may encode what the layer answers it (`Exchange::coding_accepted`).
-fn accepts_coding<B>(req: &Request<B>) -> bool {
-    crate::header::admits_coding(req.headers().get_all(header::ACCEPT_ENCODING))
+/// `Exchange::coding_accepted` for a read: whether the request accepts a content coding other
+/// than identity (whether a compression layer outside may encode the layer's empty answers),
+/// read only where the size of those answers is written as a length (a HEAD, HTTP/2).
+fn accepts_coding<B>(req: &Request<B>, head: bool) -> bool {
+    let written = head || req.version() == Version::HTTP_2;
+    !written || crate::header::admits_coding(req.headers().get_all(header::ACCEPT_ENCODING))
 }
 
 impl<S, L, P> Conditional<S, L, P> {
@@ -243,7 +245,7 @@ impl<S, L, P> Conditional<S, L, P> {
                 // Asked on the first poll; the conditions wait in the pending request's box.
                 let mut exchange = self.exchange(method, mode, Carried::default());
                 exchange.http2 = req.version() == Version::HTTP_2;
-                exchange.coding_accepted = (head || sent.is_some()) && accepts_coding(&req);
+                exchange.coding_accepted = accepts_coding(&req, head);
                 let pending = self.pending(req, true, sent);
                 let call = LookupCall::NotReady;
                 return ResponseFuture::new(State::Lookup { call, pending }, exchange);
@@ -257,7 +259,7 @@ impl<S, L, P> Conditional<S, L, P> {
         };
         // The service answers at once; its response is checked against the conditions.
         let conditions = read_to_service(conditions, &mut req, &self.config);
-        let coding_accepted = (head || conditions.sent().is_some()) && accepts_coding(&req);
+        let coding_accepted = accepts_coding(&req, head);
         let mut exchange = self.exchange(method, mode, conditions);
         exchange.http2 = req.version() == Version::HTTP_2;
         exchange.coding_accepted = coding_accepted;
