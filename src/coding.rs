@@ -17,7 +17,11 @@
 //!   the reverse. (The inner layer does not see them, so the response is produced and
 //!   compressed before it is replaced by the 304: the price of telling the codings apart.)
 //!   An `If-Range` with a coding's tag drops the `Range` (compression leaves parts alone, so
-//!   such a tag never names a part): the whole response comes back.
+//!   such a tag never names a part): the whole response comes back;
+//! * a HEAD leaves with no content: compression encodes it as it encodes the GET (same
+//!   `Content-Encoding`, `Vary` and coding's tag, over HTTP/2 too), and whatever framing the
+//!   encoder writes for its empty body is dropped here (DATA on a HEAD response is a stream
+//!   error over HTTP/2).
 //!
 //! ```
 //! use tower::ServiceBuilder;
@@ -46,7 +50,7 @@ use tower_layer::Layer;
 
 use crate::body::ConditionalBody;
 use crate::etag::EntityTag;
-use crate::header::{parse_date_value, IfRange, TagList};
+use crate::header::{admits_coding, parse_date_value, IfRange, TagList};
 use crate::outcome::Outcome;
 use crate::precondition::{evaluate, Conditions, Decision, Options};
 use crate::response::{
@@ -130,6 +134,12 @@ where
         // carry the identity tag where the client holds a coding's.
         let head = req.method() == Method::HEAD;
         let http2 = req.version() == http::Version::HTTP_2;
+        let coding_accepted = head && admits_coding(req.headers().get_all(header::ACCEPT_ENCODING));
+        if head {
+            // This adapter empties the HEAD response (below): the layer inside may give it the
+            // GET's size over HTTP/2 too, so that compression labels it as it does the GET.
+            req.extensions_mut().insert(HeadEmptiedOutside);
+        }
         let headers = req.headers_mut();
         let mut conditions = Conditions::from_headers(headers);
         let coded_if_range =
@@ -151,6 +161,7 @@ where
                 conditions: (!conditions.is_empty()).then_some(conditions),
                 head,
                 http2,
+                coding_accepted,
             },
         }
     }
@@ -172,6 +183,38 @@ struct Checks {
     head: bool,
     /// The request came over HTTP/2, where a 304's `Content-Length` is sent as given.
     http2: bool,
+    /// A HEAD whose client accepts a content coding (see [`emptied`]).
+    coding_accepted: bool,
+}
+
+/// Set on a HEAD by [`CodingTags`], which empties the response on its way out: the
+/// conditional layer inside may then give the HEAD's empty body the GET's size over HTTP/2 as
+/// over HTTP/1.1, so that compression between the two labels the HEAD as it labels the GET
+/// (`Content-Encoding`, `Vary`, the coding's tag). Whatever framing the encoder writes for
+/// the empty body is dropped here (DATA on a HEAD response is a stream error over HTTP/2).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeadEmptiedOutside;
+
+/// A HEAD response's body as it leaves: nothing. Encoded, compression sits inside this adapter
+/// (as the recipe places it) and nothing outside encodes: no size, so that nothing writes a
+/// length the GET does not have (compression took the GET's out). Not encoded, this adapter
+/// may sit inside compression (misplaced): for a client that accepts a coding, an exact zero,
+/// which such a layer leaves alone ([`not_modified_size`]); the GET's length, where known, is
+/// in `Content-Length` already.
+fn emptied<B: Body>(headers: &HeaderMap, checks: &Checks, body: B) -> ConditionalBody<B> {
+    drop(body);
+    let encoded = is_encoded(headers);
+    ConditionalBody::empty(not_modified_size(!encoded && checks.coding_accepted))
+}
+
+/// Whether a response carries a content-coding other than identity.
+fn is_encoded(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONTENT_ENCODING).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+            .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"identity"))
+    })
 }
 
 impl Checks {
@@ -221,7 +264,11 @@ where
         let (mut head, body) = response.into_parts();
         if !head.status.is_success() {
             // A 304 or an error carries no coding of its own: nothing to suffix or check.
-            let body = ConditionalBody::pass_through(body);
+            let body = if this.checks.head {
+                emptied(&head.headers, this.checks, body)
+            } else {
+                ConditionalBody::pass_through(body)
+            };
             return Poll::Ready(Ok(Response::from_parts(head, body)));
         }
         let coded = encoded_tag(&head.headers);
@@ -242,6 +289,10 @@ where
             .get(header::LAST_MODIFIED)
             .and_then(parse_date_value);
         let response = match this.checks.verdict(tag, modified) {
+            Decision::Proceed | Decision::IgnoreRange if this.checks.head => {
+                let body = emptied(&head.headers, this.checks, body);
+                Response::from_parts(head, body)
+            }
             Decision::Proceed | Decision::IgnoreRange => {
                 Response::from_parts(head, ConditionalBody::pass_through(body))
             }

@@ -262,6 +262,9 @@ pub(crate) struct Exchange<P> {
     /// length — a HEAD, HTTP/2; over HTTP/1.1 hyper writes none for a GET's 304, whatever its
     /// size, so there the zero stays, at no cost.
     pub(crate) coding_accepted: bool,
+    /// A HEAD that [`CodingTags`](crate::CodingTags) outside empties on its way out: its
+    /// empty body may report the GET's size over HTTP/2 too.
+    pub(crate) emptied_outside: bool,
     /// Whether the lookup already passed the conditions before the service was called.
     pub(crate) prechecked: bool,
     /// The lookup's `Last-Modified`, for a read under `last_modified_from_lookup`.
@@ -637,7 +640,7 @@ impl<P> Exchange<P> {
                     .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
             }
         }
-        let hint = if self.http2 {
+        let hint = if self.http2 && !self.emptied_outside {
             not_modified_size(self.coding_accepted)
         } else {
             hint

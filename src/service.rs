@@ -10,6 +10,7 @@ use http_body::Body;
 use tower::Service;
 
 use crate::body::ConditionalBody;
+use crate::coding::HeadEmptiedOutside;
 use crate::config::Config;
 use crate::expectation::Expectation;
 use crate::future::{read_to_service, Exchange, LookupCall, Mode, Pending, ResponseFuture, State};
@@ -157,6 +158,7 @@ impl<S, L, P> Conditional<S, L, P> {
             grpc: None,
             http2: false,
             coding_accepted: false,
+            emptied_outside: false,
             prechecked: false,
             lookup_last_modified: None,
         }
@@ -246,6 +248,8 @@ impl<S, L, P> Conditional<S, L, P> {
                 let mut exchange = self.exchange(method, mode, Carried::default());
                 exchange.http2 = req.version() == Version::HTTP_2;
                 exchange.coding_accepted = accepts_coding(&req, head);
+                exchange.emptied_outside =
+                    head && req.extensions().get::<HeadEmptiedOutside>().is_some();
                 let pending = self.pending(req, true, sent);
                 let call = LookupCall::NotReady;
                 return ResponseFuture::new(State::Lookup { call, pending }, exchange);
@@ -263,6 +267,7 @@ impl<S, L, P> Conditional<S, L, P> {
         let mut exchange = self.exchange(method, mode, conditions);
         exchange.http2 = req.version() == Version::HTTP_2;
         exchange.coding_accepted = coding_accepted;
+        exchange.emptied_outside = head && req.extensions().get::<HeadEmptiedOutside>().is_some();
         self.call_now(exchange, req)
     }
 

@@ -839,23 +839,45 @@ async fn guard_head_in_the_compression_recipe_carries_the_gets_tag_per_coding() 
 }
 
 /// Over HTTP/2 hyper sends whatever body a HEAD response has, and DATA on a HEAD response is
-/// a protocol error (RFC 9113 §8.1.1): compression outside the layer (the recipe) must not
-/// be handed an empty HEAD body that claims the GET's size, or it encodes nothing into 20
-/// bytes of gzip framing. The HEAD says the identity length instead.
+/// a protocol error (RFC 9113 §8.1.1); and a HEAD's header fields are the GET's (RFC 9110
+/// §9.3.2), its `Content-Length` the GET's or none (§8.6). In the compression recipe the
+/// HEAD is labelled as the GET of the same coding (tag, `Content-Encoding`, `Vary`), whatever
+/// framing the encoder writes for its empty body is dropped by `CodingTagsLayer`, and its tag
+/// revalidates the HEAD to 304.
 #[tokio::test]
-async fn a_head_over_http2_in_the_compression_recipe_has_no_data() {
+async fn a_head_over_http2_in_the_compression_recipe_is_the_gets_head_without_data() {
     let stack = recipe(report());
     let addr = serve(stack).await;
     let mut h2 = common::h2_client(addr).await;
     for coding in ["gzip", "identity"] {
-        let req = Request::head(format!("http://{addr}/r"))
-            .header(header::ACCEPT_ENCODING, coding)
-            .body(http_body_util::Full::new(Bytes::new()))
+        let request = |method: http::Method, tag: Option<&str>| {
+            let mut req = Request::builder()
+                .method(method)
+                .uri(format!("http://{addr}/r"))
+                .header(header::ACCEPT_ENCODING, coding);
+            if let Some(tag) = tag {
+                req = req.header(header::IF_NONE_MATCH, tag);
+            }
+            req.body(http_body_util::Full::new(Bytes::new())).unwrap()
+        };
+        let get = within(h2.send_request(request(http::Method::GET, None)))
+            .await
             .unwrap();
-        let head = within(h2.send_request(req)).await.unwrap();
+        let head = within(h2.send_request(request(http::Method::HEAD, None)))
+            .await
+            .unwrap();
         assert_eq!(head.status(), StatusCode::OK, "{coding}");
+        for name in [header::ETAG, header::CONTENT_ENCODING, header::VARY] {
+            assert_eq!(
+                head.headers().get(&name),
+                get.headers().get(&name),
+                "{coding}: {name}"
+            );
+        }
+        let get_tag = tag(get.headers());
+        let get_body = within(get.into_body().collect()).await.unwrap().to_bytes();
         if let Some(length) = head.headers().get(header::CONTENT_LENGTH) {
-            assert_eq!(length, &report_text().len().to_string(), "{coding}");
+            assert_eq!(length, &get_body.len().to_string(), "{coding}");
         }
         let body = within(head.into_body().collect())
             .await
@@ -864,7 +886,40 @@ async fn a_head_over_http2_in_the_compression_recipe_has_no_data() {
             body.as_ref().is_ok_and(|b| b.is_empty()),
             "{coding}: no DATA on a HEAD response: {body:?}"
         );
+        let again = within(h2.send_request(request(http::Method::HEAD, Some(&get_tag))))
+            .await
+            .unwrap();
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{coding}");
+        let body = within(again.into_body().collect())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert!(body.is_empty(), "{coding}");
     }
+}
+
+/// `CodingTagsLayer` misplaced inside compression: the HEAD it empties is not encoded yet, so
+/// it keeps the exact zero size that compression outside leaves alone — no DATA on the HEAD
+/// over HTTP/2 (it goes out as identity, the GET's length).
+#[tokio::test]
+async fn a_head_over_http2_with_coding_tags_inside_compression_has_no_data() {
+    let stack = ServiceBuilder::new()
+        .layer(CompressionLayer::new())
+        .layer(CodingTagsLayer::new())
+        .layer(ConditionalLayer::new())
+        .service(report());
+    let addr = serve(stack).await;
+    let mut h2 = common::h2_client(addr).await;
+    let req = Request::head(format!("http://{addr}/r"))
+        .header(header::ACCEPT_ENCODING, "gzip")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let head = within(h2.send_request(req)).await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    let body = within(head.into_body().collect())
+        .await
+        .map(|b| b.to_bytes());
+    assert!(body.as_ref().is_ok_and(|b| b.is_empty()), "{body:?}");
 }
 
 /// The layer's own answer to a HEAD (a 412 here) keeps only its length: with compression

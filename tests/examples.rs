@@ -194,7 +194,7 @@ async fn hyper_service() {
 /// RFC 9110 §8.6 over HTTP/2, where axum writes a length from the body's size: the gzip
 /// client's 304 carries no `Content-Length` (its encoded 200 had none, and compression sits
 /// inside `CodingTagsLayer`, so nothing outside may encode the empty body), and the identity
-/// client's carries the 200's.
+/// client's carries the 200's; a HEAD has the GET's tag, coding and length.
 #[tokio::test]
 async fn service_builder_304s_over_http2_carry_the_200s_length_or_none() {
     let server = spawn_example("service_builder", &["--addr", "127.0.0.1:0"]);
@@ -230,6 +230,32 @@ async fn service_builder_304s_over_http2_carry_the_200s_length_or_none() {
             length.as_ref(),
             "{coding}: the 200's length or none"
         );
+        // A HEAD is the GET's head (RFC 9110 §9.3.2, §8.6): same tag and coding, the GET's
+        // length or none, and no content.
+        let mut head = get(None);
+        *head.method_mut() = http::Method::HEAD;
+        let head = h2.send_request(head).await.unwrap();
+        assert_eq!(head.status(), StatusCode::OK, "{coding}");
+        assert_eq!(self::tag(head.headers()), tag, "{coding}");
+        assert_eq!(
+            head.headers()
+                .get(header::CONTENT_ENCODING)
+                .map(|v| v.as_bytes()),
+            (coding == "gzip").then_some(b"gzip".as_slice()),
+            "{coding}"
+        );
+        assert_eq!(
+            head.headers().get(header::CONTENT_LENGTH),
+            length.as_ref(),
+            "{coding}"
+        );
+        assert!(head
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .is_empty());
     }
 }
 
