@@ -134,7 +134,9 @@ where
         // carry the identity tag where the client holds a coding's.
         let head = req.method() == Method::HEAD;
         let http2 = req.version() == http::Version::HTTP_2;
-        let coding_accepted = head && admits_coding(req.headers().get_all(header::ACCEPT_ENCODING));
+        // Read only where an empty answer's size becomes a length (see `Checks`).
+        let coding_accepted =
+            !(head || http2) || admits_coding(req.headers().get_all(header::ACCEPT_ENCODING));
         if head {
             // This adapter empties the HEAD response (below): the layer inside may give it the
             // GET's size over HTTP/2 too, so that compression labels it as it does the GET.
@@ -183,7 +185,10 @@ struct Checks {
     head: bool,
     /// The request came over HTTP/2, where a 304's `Content-Length` is sent as given.
     http2: bool,
-    /// A HEAD whose client accepts a content coding (see [`emptied`]).
+    /// The client accepts a content coding, so a compression layer outside (this adapter
+    /// misplaced inside one) may encode an empty answer made here: then it reports an exact
+    /// zero size. Read for a HEAD or over HTTP/2, where that size becomes a length; over
+    /// HTTP/1.1 hyper writes none for a GET's 304, so there it is taken as `true`.
     coding_accepted: bool,
 }
 
@@ -195,16 +200,25 @@ struct Checks {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct HeadEmptiedOutside;
 
-/// A HEAD response's body as it leaves: nothing. Encoded, compression sits inside this adapter
-/// (as the recipe places it) and nothing outside encodes: no size, so that nothing writes a
-/// length the GET does not have (compression took the GET's out). Not encoded, this adapter
-/// may sit inside compression (misplaced): for a client that accepts a coding, an exact zero,
-/// which such a layer leaves alone ([`not_modified_size`]); the GET's length, where known, is
-/// in `Content-Length` already.
+/// A HEAD response's body as it leaves: nothing, with the size [`empty_size`] gives it (the
+/// GET's length, where known, is in `Content-Length` already).
 fn emptied<B: Body>(headers: &HeaderMap, checks: &Checks, body: B) -> ConditionalBody<B> {
     drop(body);
-    let encoded = is_encoded(headers);
-    ConditionalBody::empty(not_modified_size(!encoded && checks.coding_accepted))
+    ConditionalBody::empty(empty_size(is_encoded(headers), checks, false))
+}
+
+/// The size of an empty answer made here (a HEAD's, a 304's): an exact zero only where a
+/// compression layer outside could encode it into something that goes out — this adapter
+/// misplaced inside one, for a client that accepts a coding — and where the size becomes a
+/// length. Elsewhere no size, so that nothing writes a length the 200 did not have (RFC 9110
+/// §8.6; axum writes `content-length: 0` for an exact zero):
+/// - `encoded`: compression sits inside this adapter, as the recipe places it;
+/// - a HEAD over HTTP/1.1 (hyper never sends a HEAD response's body), unless its length is
+///   the 200's, `kept` in `Content-Length` (then an exact zero keeps a misplaced compressor
+///   from taking it for content, and the header keeps the length).
+fn empty_size(encoded: bool, checks: &Checks, kept: bool) -> http_body::SizeHint {
+    let unsent_head = checks.head && !checks.http2 && !kept;
+    not_modified_size(!encoded && !unsent_head && checks.coding_accepted)
 }
 
 /// Whether a response carries a content-coding other than identity.
@@ -271,10 +285,9 @@ where
             };
             return Poll::Ready(Ok(Response::from_parts(head, body)));
         }
-        let coded = encoded_tag(&head.headers);
         // Encoded inside: compression sits within this layer, as the recipe places it.
-        let encoded = coded.is_some();
-        let tag = match coded {
+        let encoded = is_encoded(&head.headers);
+        let tag = match encoded_tag(&head.headers) {
             Some(tag) => {
                 head.headers.insert(header::ETAG, tag.to_header_value());
                 Some(tag)
@@ -307,14 +320,7 @@ where
                 if head.extensions.get::<Outcome>().is_some() {
                     head.extensions.insert(Outcome::NotModified);
                 }
-                // An unknown size, so that a router writing lengths from body sizes (axum)
-                // writes no `content-length: 0` (RFC 9110 §8.6), where nothing outside can
-                // turn it into DATA: the 200 was encoded (compression sits inside, as the
-                // recipe has it), or it is a HEAD over HTTP/1.1 without the 200's length
-                // (hyper never sends a HEAD response's body). Elsewhere compression may be
-                // outside: an exact zero (see `not_modified_size`).
-                let safe = encoded || (this.checks.head && !this.checks.http2 && !kept);
-                let hint = not_modified_size(!safe);
+                let hint = empty_size(encoded, this.checks, kept);
                 Response::from_parts(head, ConditionalBody::empty(hint))
             }
             Decision::PreconditionFailed(failed) => {

@@ -1222,3 +1222,97 @@ async fn a_body_of_endless_empty_frames_does_not_hold_the_executor() {
     assert_eq!(status, StatusCode::OK);
     assert!(!tagged);
 }
+
+/// Streams of unknown length behind the compression recipe under axum (`route_layer`): a
+/// download too large to hash (`max_buffer` 1 KiB) with a `Last-Modified`, and server-sent
+/// events, which compression leaves alone.
+async fn recipe_streams() -> std::net::SocketAddr {
+    fn stream(content_type: &'static str, chunk: &'static str) -> Response<Body> {
+        let chunks = (0..8).map(|_| Ok::<_, Infallible>(Bytes::from(chunk.repeat(40))));
+        Response::builder()
+            .header(header::CONTENT_TYPE, content_type)
+            .header(header::LAST_MODIFIED, "Mon, 02 Jan 2023 00:00:00 GMT")
+            .body(Body::from_stream(futures_util::stream::iter(chunks)))
+            .unwrap()
+    }
+    let stack = || {
+        ServiceBuilder::new()
+            .layer(CodingTagsLayer::new())
+            .layer(CompressionLayer::new())
+            .layer(ConditionalLayer::new().max_buffer(1024))
+    };
+    let download = || async {
+        stream(
+            "text/plain",
+            "the quick brown fox jumps over the lazy dog\n",
+        )
+    };
+    let events = || async { stream("text/event-stream", "data: tick\n\n") };
+    let app = axum::Router::new()
+        .route(
+            "/download",
+            axum::routing::get(download).route_layer(stack()),
+        )
+        .route("/events", axum::routing::get(events).route_layer(stack()));
+    serve_axum(app).await
+}
+
+/// One request over HTTP/1.1 or HTTP/2 (prior knowledge): status, head, body length.
+async fn exchange(
+    addr: std::net::SocketAddr,
+    http2: bool,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, http::HeaderMap, usize) {
+    let response = if http2 {
+        let mut req = request(method, path, headers, "");
+        *req.uri_mut() = format!("http://{addr}{path}").parse().unwrap();
+        req.headers_mut().remove(header::HOST);
+        let mut h2 = h2_client(addr).await;
+        within(h2.send_request(req)).await.unwrap()
+    } else {
+        call(addr, method, path, headers, "").await
+    };
+    let (head, body) = response.into_parts();
+    let len = within(body.collect()).await.unwrap().to_bytes().len();
+    (head.status, head.headers, len)
+}
+
+/// RFC 9110 §8.6 behind `CodingTagsLayer`: a 304 or a HEAD carries the 200's (the GET's)
+/// `Content-Length` or none. A client that accepts no coding gets no length on the 304 of a
+/// stream (over HTTP/2 too, where axum writes one from an exact size); a gzip client's 304
+/// of an encoded 200 gets none either, tag or no tag (compression sits inside the adapter);
+/// a HEAD over HTTP/1.1 of a stream compression left alone gets none, for any client.
+#[tokio::test]
+async fn coding_tags_304s_and_heads_of_streams_carry_no_length_the_200_lacks() {
+    let addr = recipe_streams().await;
+    let since = ("if-modified-since", "Mon, 02 Jan 2023 00:00:00 GMT");
+    for http2 in [false, true] {
+        for coding in ["", "identity", "gzip;q=0", "gzip"] {
+            let accept = ("accept-encoding", coding);
+            let what = format!("http2={http2} accept-encoding {coding:?}");
+            let (status, full, len) = exchange(addr, http2, "GET", "/download", &[accept]).await;
+            assert_eq!(status, StatusCode::OK, "{what}");
+            assert!(len > 0, "{what}");
+            assert_eq!(full.get(header::CONTENT_LENGTH), None, "{what}: a stream");
+            let (status, head, len) =
+                exchange(addr, http2, "GET", "/download", &[accept, since]).await;
+            assert_eq!(status, StatusCode::NOT_MODIFIED, "{what}");
+            assert_eq!(head.get(header::CONTENT_LENGTH), None, "{what}: 304");
+            assert_eq!(len, 0, "{what}");
+        }
+    }
+    for coding in ["gzip", "br", "gzip, deflate, br, zstd", ""] {
+        let accept = [("accept-encoding", coding)];
+        let (_, get, _) = exchange(addr, false, "GET", "/events", &accept).await;
+        let (status, head, len) = exchange(addr, false, "HEAD", "/events", &accept).await;
+        assert_eq!(status, StatusCode::OK, "{coding:?}");
+        assert_eq!(len, 0, "{coding:?}");
+        assert_eq!(
+            head.get(header::CONTENT_LENGTH),
+            get.get(header::CONTENT_LENGTH),
+            "HEAD /events over HTTP/1.1, accept-encoding {coding:?}"
+        );
+    }
+}
