@@ -1272,6 +1272,49 @@ async fn scim_hostile_filters_names_and_patches_get_answers_and_the_server_lives
     assert_eq!(patched.json["emails"], serde_json::json!([email(0)]));
 }
 
+/// A write whose body is larger than the demo takes (2 MiB) is refused before the layer (the
+/// body is read first, `examples/support/body_first.rs`): 413 in each route's own error
+/// format — a SCIM error whose `detail` is a sentence, problem+json on `/Items` — and
+/// nothing written.
+#[tokio::test]
+async fn oversized_writes_get_413_in_each_routes_format() {
+    let server = start_scim(&temp_path("scim-413.sqlite"), &[]);
+    let scim = Scim { addr: server.addr };
+    let created = scim
+        .post(
+            "/Users",
+            serde_json::json!({ "schemas": [USER_SCHEMA], "userName": unique("big") }),
+        )
+        .await;
+    let id = created.assert_resource(StatusCode::CREATED, "User");
+    let huge = serde_json::json!({ "schemas": [USER_SCHEMA], "userName": "x".repeat(3 << 20) });
+    let reply = scim
+        .call(
+            "PUT",
+            &format!("/Users/{id}"),
+            &[("if-match", &created.etag())],
+            &huge.to_string(),
+        )
+        .await;
+    reply.assert_error(StatusCode::PAYLOAD_TOO_LARGE, None);
+    let detail = reply.json["detail"].as_str().unwrap();
+    assert!(
+        !detail.starts_with('{'),
+        "a sentence, not a document: {detail}"
+    );
+    let now = scim.get(&format!("/Users/{id}")).await;
+    assert_eq!(now.etag(), created.etag(), "nothing written");
+
+    let items = call(server.addr, "PUT", "/Items/big", &[], &"x".repeat(3 << 20)).await;
+    assert_eq!(items.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        items.headers()[header::CONTENT_TYPE],
+        "application/problem+json"
+    );
+    let absent = call(server.addr, "GET", "/Items/big", &[], "").await;
+    assert_eq!(absent.status(), StatusCode::NOT_FOUND, "nothing written");
+}
+
 #[tokio::test]
 async fn scim_versioning_304_stale_if_match_412_and_optional_if_match() {
     let server = start_scim(&temp_path("scim-versioning.sqlite"), &[]);

@@ -52,7 +52,8 @@ pub fn app(db: Db, settings: &Settings) -> Router {
 
 /// A write's whole body, read before the layer takes the target's write lock
 /// (`examples/support/body_first.rs`): a client that stalls mid-body then holds nothing, and
-/// the timeout outside answers it 408. Used on `/Items` and on every SCIM resource.
+/// the timeout outside answers it 408. (The SCIM resources have their own, for SCIM's error
+/// format.)
 pub async fn body_first(request: Request, next: Next) -> Response {
     match crate::body_first::read_whole(request, crate::body_first::BODY_LIMIT).await {
         Ok(request) => next.run(request).await,

@@ -317,7 +317,7 @@ pub fn router(db: Db, settings: &Settings) -> Router {
             .patch(move |m, s, i, h, q, e, b| update(kind, m, s, i, h, q, e, b))
             .delete(move |s, i, e| delete(kind, s, i, e))
             .route_layer(resource(kind.name))
-            .route_layer(middleware::from_fn(crate::app::body_first))
+            .route_layer(middleware::from_fn(body_first))
             .route_layer(crate::app::request_timeout());
         if settings.strict {
             one = one.route_layer(middleware::from_fn(require_if_match));
@@ -345,6 +345,15 @@ pub fn router(db: Db, settings: &Settings) -> Router {
         ))
         .layer(middleware::from_fn(host_from_authority))
         .with_state(db)
+}
+
+/// A write's whole body, read before the resource's layer takes its write lock (as
+/// `app::body_first` does for `/Items`), refused in SCIM's error format (RFC 7644 §3.12).
+async fn body_first(request: Request, next: Next) -> Response {
+    match crate::body_first::read_whole(request, crate::body_first::BODY_LIMIT).await {
+        Ok(request) => next.run(request).await,
+        Err((status, detail)) => ScimError::new(status, None, detail).into_response(),
+    }
 }
 
 /// An HTTP/2 request names its host in `:authority` (the URI), not in `Host` (RFC 9113

@@ -14,7 +14,7 @@
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{Method, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use http_body::Body as _;
 use http_body_util::LengthLimitError;
 
@@ -25,7 +25,9 @@ pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
 /// `request` with its body read into memory, at most `limit` bytes — for every method but
 /// the ones that write nothing (`GET`, `HEAD`, `OPTIONS`) and for bodies known to be empty.
 /// `Err` is the status and the detail to answer with instead: 413 above the limit, 400 when
-/// the body fails (the client reset the stream, or sent bad framing).
+/// the body fails (the client reset the stream, or sent bad framing) or ends short of its
+/// `Content-Length` (an HTTP/2 client that resets its stream with `NO_ERROR` ends the body
+/// early without an error: RFC 9113 §8.1.1 makes the request malformed).
 pub async fn read_whole(
     request: Request,
     limit: usize,
@@ -38,7 +40,15 @@ pub async fn read_whole(
         return Ok(request);
     }
     let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) if declared.is_some_and(|n| n != bytes.len() as u64) => Err((
+            StatusCode::BAD_REQUEST,
+            "the request content is not as long as its Content-Length",
+        )),
         Ok(bytes) => Ok(Request::from_parts(parts, Body::from(bytes))),
         Err(error) => Err(if error.into_inner().is::<LengthLimitError>() {
             (
