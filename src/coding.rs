@@ -200,11 +200,21 @@ struct Checks {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct HeadEmptiedOutside;
 
-/// A HEAD response's body as it leaves: nothing, with the size [`empty_size`] gives it (the
-/// GET's length, where known, is in `Content-Length` already).
-fn emptied<B: Body>(headers: &HeaderMap, checks: &Checks, body: B) -> ConditionalBody<B> {
+/// A HEAD response's body as it leaves: nothing, with the size [`empty_size`] gives it. The
+/// GET's length goes in `Content-Length` first where only the body's size says it (a HEAD the
+/// service answered with the GET's content, as axum handlers do under `head_as_get(false)`):
+/// a router writing lengths from body sizes would otherwise write what the emptied body says.
+/// An empty body's zero is no such length (a HEAD handler that sends nothing).
+fn emptied<B: Body>(headers: &mut HeaderMap, checks: &Checks, body: B) -> ConditionalBody<B> {
+    let size = body.size_hint().exact().filter(|&n| n > 0);
     drop(body);
-    ConditionalBody::empty(empty_size(is_encoded(headers), checks, false))
+    if let Some(n) = size {
+        headers
+            .entry(header::CONTENT_LENGTH)
+            .or_insert_with(|| HeaderValue::from(n));
+    }
+    let kept = headers.contains_key(header::CONTENT_LENGTH);
+    ConditionalBody::empty(empty_size(is_encoded(headers), checks, kept))
 }
 
 /// The size of an empty answer made here (a HEAD's, a 304's): an exact zero only where a
@@ -279,7 +289,7 @@ where
         if !head.status.is_success() {
             // A 304 or an error carries no coding of its own: nothing to suffix or check.
             let body = if this.checks.head {
-                emptied(&head.headers, this.checks, body)
+                emptied(&mut head.headers, this.checks, body)
             } else {
                 ConditionalBody::pass_through(body)
             };
@@ -303,7 +313,7 @@ where
             .and_then(parse_date_value);
         let response = match this.checks.verdict(tag, modified) {
             Decision::Proceed | Decision::IgnoreRange if this.checks.head => {
-                let body = emptied(&head.headers, this.checks, body);
+                let body = emptied(&mut head.headers, this.checks, body);
                 Response::from_parts(head, body)
             }
             Decision::Proceed | Decision::IgnoreRange => {
@@ -314,7 +324,12 @@ where
                 // the body it would have sent counts (a router such as axum writes that header
                 // only later, on the way out).
                 let written = this.checks.head || this.checks.http2;
-                let size = || body.size_hint().exact().filter(|_| !this.checks.head);
+                // A HEAD's body counts where it has content: the GET's (an empty one is a HEAD
+                // handler's that sends none).
+                let size = || {
+                    let size = body.size_hint().exact();
+                    size.filter(|&n| !this.checks.head || n > 0)
+                };
                 let kept = into_not_modified_keeping_length(&mut head, written, size);
                 drop(body);
                 if head.extensions.get::<Outcome>().is_some() {

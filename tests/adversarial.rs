@@ -1316,3 +1316,42 @@ async fn coding_tags_304s_and_heads_of_streams_carry_no_length_the_200_lacks() {
         );
     }
 }
+
+/// With `head_as_get(false)` the service answers a HEAD itself — under axum, with the GET's
+/// content, which axum drops on the way out — and `CodingTagsLayer` empties it: the HEAD
+/// (and its 304) still carries the GET's `Content-Length` (RFC 9110 §8.6, §9.3.2), where only
+/// the body's size said it, for a client whose coding compression does not apply (`br` here:
+/// this build compresses gzip only) and over both protocols.
+#[tokio::test]
+async fn coding_tags_keeps_the_gets_length_on_a_head_the_service_answered() {
+    let stack = ServiceBuilder::new()
+        .layer(CodingTagsLayer::new())
+        .layer(CompressionLayer::new())
+        .layer(ConditionalLayer::new().head_as_get(false));
+    let handler = || async {
+        Response::builder()
+            .header(header::CONTENT_TYPE, "text/plain")
+            .header(header::ETAG, "\"v1\"")
+            .body(Body::from("x".repeat(3000)))
+            .unwrap()
+    };
+    let app = axum::Router::new().route("/r", axum::routing::get(handler).route_layer(stack));
+    let addr = serve_axum(app).await;
+    for http2 in [false, true] {
+        for coding in ["br", "identity", ""] {
+            let what = format!("http2={http2} accept-encoding {coding:?}");
+            let accept = ("accept-encoding", coding);
+            let (_, get, len) = exchange(addr, http2, "GET", "/r", &[accept]).await;
+            assert_eq!(len, 3000, "{what}");
+            assert_eq!(get.get(header::CONTENT_LENGTH).unwrap(), "3000", "{what}");
+            let (status, head, len) = exchange(addr, http2, "HEAD", "/r", &[accept]).await;
+            assert_eq!((status, len), (StatusCode::OK, 0), "{what}");
+            assert_eq!(head.get(header::CONTENT_LENGTH).unwrap(), "3000", "{what}");
+            let revalidate = [accept, ("if-none-match", "\"v1\"")];
+            let (status, head, _) = exchange(addr, http2, "HEAD", "/r", &revalidate).await;
+            assert_eq!(status, StatusCode::NOT_MODIFIED, "{what}");
+            let length = head.get(header::CONTENT_LENGTH);
+            assert!(length.is_none_or(|l| l == "3000"), "{what}: {length:?}");
+        }
+    }
+}
