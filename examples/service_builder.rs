@@ -25,7 +25,7 @@ use std::sync::{Arc, RwLock};
 use axum::body::Bytes;
 use axum::extract::Request;
 use axum::extract::State;
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -58,12 +58,22 @@ async fn report(State(store): State<Store>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
 }
 
-/// Replaces the report: a compare-and-swap on what the layer validated.
+/// Replaces the report: a compare-and-swap on what the layer validated. A body shorter than
+/// its `Content-Length` is refused: an HTTP/2 client that resets its upload with `NO_ERROR`
+/// ends the body early without an error in hyper (RFC 9113 §8.1.1: malformed).
 async fn replace(
     State(store): State<Store>,
     expectation: Option<Extension<Expectation>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n != body.len() as u64) {
+        let refusal = "the request content is not as long as its Content-Length\n";
+        return (StatusCode::BAD_REQUEST, refusal).into_response();
+    }
     let mut stored = store.write().unwrap();
     if let Some(expected) = expectation.as_ref().and_then(|e| e.etag()) {
         if !expected.strong_eq(&EntityTag::from_content(&stored)) {

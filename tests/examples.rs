@@ -259,6 +259,22 @@ async fn service_builder_304s_over_http2_carry_the_200s_length_or_none() {
     }
 }
 
+/// An HTTP/2 upload reset with `NO_ERROR` mid-body ends early without an error (hyper); its
+/// `Content-Length` says it is short: the report is not replaced by the 40 bytes that came.
+#[tokio::test]
+async fn service_builder_keeps_its_report_when_an_upload_is_reset_mid_body() {
+    let server = spawn_example("service_builder", &["--addr", "127.0.0.1:0"]);
+    let before = call(server.addr, "GET", "/report", &[], "").await;
+    let before = collect(before.into_body()).await;
+    let status = common::upload_reset_mid_body(server.addr, "/report", "text/plain").await;
+    assert!(
+        status.is_none_or(|s| s == StatusCode::BAD_REQUEST),
+        "{status:?}"
+    );
+    let after = call(server.addr, "GET", "/report", &[], "").await;
+    assert_eq!(collect(after.into_body()).await, before, "nothing written");
+}
+
 #[tokio::test]
 async fn service_builder_gives_each_coding_its_own_tag_and_lookups_validate_both() {
     let server = spawn_example("service_builder", &["--addr", "127.0.0.1:0"]);

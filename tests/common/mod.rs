@@ -671,6 +671,38 @@ pub async fn stalled_writes_hold_nothing(addr: SocketAddr, path: &str) {
     );
 }
 
+/// An HTTP/2 PUT to `path` that declares 2,000 bytes, sends 40 and then resets its stream
+/// with `NO_ERROR` — which hyper hands a handler as a body that ended early, without an
+/// error. Returns the status the server answered with, if one came before the reset.
+pub async fn upload_reset_mid_body(
+    addr: SocketAddr,
+    path: &str,
+    content_type: &str,
+) -> Option<http::StatusCode> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let put = Request::put(format!("http://{addr}{path}"))
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CONTENT_LENGTH, "2000")
+        .body(())
+        .unwrap();
+    let (response, mut upload) = client.send_request(put, false).unwrap();
+    upload
+        .send_data(Bytes::from(vec![b'y'; 40]), false)
+        .unwrap();
+    // The headers and the 40 bytes go out before the reset.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    upload.send_reset(h2::Reason::NO_ERROR);
+    let answered = tokio::time::timeout(Duration::from_secs(5), response).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    match answered {
+        Ok(Ok(response)) => Some(response.status()),
+        _ => None,
+    }
+}
+
 /// An HTTP/2 connection (prior knowledge); clone the sender to multiplex requests on it.
 pub async fn h2_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
