@@ -204,17 +204,20 @@ pub(crate) struct HeadEmptiedOutside;
 /// GET's length goes in `Content-Length` first where only the body's size says it (a HEAD the
 /// service answered with the GET's content, as axum handlers do under `head_as_get(false)`):
 /// a router writing lengths from body sizes would otherwise write what the emptied body says.
-/// An empty body's zero is no such length (a HEAD handler that sends nothing).
+/// Neither an empty body's zero (a HEAD handler that sends nothing) nor an encoded body's size
+/// is such a length: an encoder inside may have encoded the empty body the layer made.
 fn emptied<B: Body>(headers: &mut HeaderMap, checks: &Checks, body: B) -> ConditionalBody<B> {
-    let size = body.size_hint().exact().filter(|&n| n > 0);
+    let encoded = is_encoded(headers);
+    let size = body.size_hint().exact().filter(|&n| n > 0 && !encoded);
     drop(body);
     if let Some(n) = size {
         headers
             .entry(header::CONTENT_LENGTH)
             .or_insert_with(|| HeaderValue::from(n));
     }
-    let kept = headers.contains_key(header::CONTENT_LENGTH);
-    ConditionalBody::empty(empty_size(is_encoded(headers), checks, kept))
+    // Over HTTP/1.1 no size at all, the length in the header or not: a compressor outside (the
+    // adapter misplaced) then labels the HEAD as it labels the GET, and hyper sends no body.
+    ConditionalBody::empty(empty_size(encoded, checks, false))
 }
 
 /// The size of an empty answer made here (a HEAD's, a 304's): an exact zero only where a
@@ -324,11 +327,12 @@ where
                 // the body it would have sent counts (a router such as axum writes that header
                 // only later, on the way out).
                 let written = this.checks.head || this.checks.http2;
-                // A HEAD's body counts where it has content: the GET's (an empty one is a HEAD
-                // handler's that sends none).
+                // A HEAD's body counts where it has content of its own: the GET's (an empty one
+                // is a HEAD handler's that sends none; an encoded one may be the encoding of
+                // the empty body the layer made).
                 let size = || {
                     let size = body.size_hint().exact();
-                    size.filter(|&n| !this.checks.head || n > 0)
+                    size.filter(|&n| !this.checks.head || (n > 0 && !encoded))
                 };
                 let kept = into_not_modified_keeping_length(&mut head, written, size);
                 drop(body);

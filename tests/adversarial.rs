@@ -1355,3 +1355,92 @@ async fn coding_tags_keeps_the_gets_length_on_a_head_the_service_answered() {
         }
     }
 }
+
+/// A compressor that buffers and answers an exact size (unlike tower-http's, which streams):
+/// `Content-Encoding: gzip` on a 200 for a gzip client, a stand-in body of exact length.
+async fn buffering_encoder(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response<Body> {
+    let gzip = req
+        .headers()
+        .get(header::ACCEPT_ENCODING)
+        .is_some_and(|v| v.as_bytes().windows(4).any(|w| w == b"gzip"));
+    let response = next.run(req).await;
+    if !gzip || response.status() != StatusCode::OK {
+        return response;
+    }
+    let (mut head, body) = response.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    head.headers.remove(header::CONTENT_LENGTH);
+    head.headers
+        .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    Response::from_parts(head, Body::from(format!("encoded {} bytes", bytes.len())))
+}
+
+/// The HEAD `CodingTagsLayer` empties is labelled and sized as the GET, whatever compresses
+/// behind or around it: a buffering encoder inside (which encodes the empty HEAD body the
+/// layer made into a few bytes of exact size — not the GET's length), and tower-http's
+/// compression misplaced outside the adapter (which must still see the HEAD as it sees the GET
+/// over HTTP/1.1, not as an exact zero). RFC 9110 §8.6, §9.3.2.
+#[tokio::test]
+async fn a_head_is_sized_and_labelled_as_its_get_whatever_compresses_around_coding_tags() {
+    let handler = || async {
+        Response::builder()
+            .header(header::CONTENT_TYPE, "text/plain")
+            .header(header::ETAG, "\"v1\"")
+            .body(Body::from("x".repeat(3000)))
+            .unwrap()
+    };
+    let inside = ServiceBuilder::new()
+        .layer(CodingTagsLayer::new())
+        .layer(axum::middleware::from_fn(buffering_encoder))
+        .layer(ConditionalLayer::new());
+    let outside = ServiceBuilder::new()
+        .layer(CompressionLayer::new())
+        .layer(CodingTagsLayer::new())
+        .layer(ConditionalLayer::new());
+    let app = axum::Router::new()
+        .route("/inside", axum::routing::get(handler).route_layer(inside))
+        .route("/outside", axum::routing::get(handler).route_layer(outside));
+    let addr = serve_axum(app).await;
+    let gzip = ("accept-encoding", "gzip");
+    for http2 in [false, true] {
+        let what = format!("http2={http2}");
+        let (_, get, len) = exchange(addr, http2, "GET", "/inside", &[gzip]).await;
+        assert_eq!(
+            get.get(header::CONTENT_LENGTH).unwrap(),
+            &len.to_string(),
+            "{what}"
+        );
+        let tag = tag(&get);
+        let (_, head, _) = exchange(addr, http2, "HEAD", "/inside", &[gzip]).await;
+        let length = head.get(header::CONTENT_LENGTH);
+        assert!(
+            length.is_none_or(|l| l == &len.to_string()),
+            "{what}: HEAD {length:?}"
+        );
+        let revalidate = [gzip, ("if-none-match", tag.as_str())];
+        let (status, head, _) = exchange(addr, http2, "HEAD", "/inside", &revalidate).await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED, "{what}");
+        let length = head.get(header::CONTENT_LENGTH);
+        assert!(
+            length.is_none_or(|l| l == &len.to_string()),
+            "{what}: 304 {length:?}"
+        );
+    }
+    // Misplaced outside, over HTTP/1.1 (over HTTP/2 the HEAD stays identity, README "HEAD").
+    let (_, get, _) = exchange(addr, false, "GET", "/outside", &[gzip]).await;
+    let (_, head, _) = exchange(addr, false, "HEAD", "/outside", &[gzip]).await;
+    for name in [
+        header::CONTENT_ENCODING,
+        header::VARY,
+        header::CONTENT_LENGTH,
+    ] {
+        assert_eq!(
+            head.get(&name),
+            get.get(&name),
+            "misplaced, HTTP/1.1: {name}"
+        );
+    }
+}
