@@ -50,11 +50,11 @@ use tower_layer::Layer;
 
 use crate::body::ConditionalBody;
 use crate::etag::EntityTag;
-use crate::header::{admits_coding, parse_date_value, IfRange, TagList};
+use crate::header::{parse_date_value, IfRange, TagList};
 use crate::outcome::Outcome;
 use crate::precondition::{evaluate, Conditions, Decision, Options};
 use crate::response::{
-    into_not_modified_keeping_length, not_modified_size, Rejection, RejectionKind,
+    coding_accepted, into_not_modified_keeping_length, not_modified_size, Rejection, RejectionKind,
 };
 use crate::validators::Validators;
 
@@ -134,9 +134,7 @@ where
         // carry the identity tag where the client holds a coding's.
         let head = req.method() == Method::HEAD;
         let http2 = req.version() == http::Version::HTTP_2;
-        // Read only where an empty answer's size becomes a length (see `Checks`).
-        let coding_accepted =
-            !(head || http2) || admits_coding(req.headers().get_all(header::ACCEPT_ENCODING));
+        let coding_accepted = coding_accepted(req.headers(), head, http2);
         if head {
             // This adapter empties the HEAD response (below): the layer inside may give it the
             // GET's size over HTTP/2 too, so that compression labels it as it does the GET.

@@ -331,6 +331,15 @@ pub(crate) fn into_not_modified_keeping_length(
     kept
 }
 
+/// The `coding_accepted` of [`not_modified_size`] for a request: whether its `Accept-Encoding`
+/// admits a content coding, read only where an empty answer's size is written as a length (a
+/// HEAD, HTTP/2). Over HTTP/1.1 hyper writes none for a GET's 304 whatever its size says, so
+/// there the exact zero stays, at no cost.
+#[inline]
+pub(crate) fn coding_accepted(headers: &HeaderMap, head: bool, http2: bool) -> bool {
+    !(head || http2) || crate::header::admits_coding(headers.get_all(header::ACCEPT_ENCODING))
+}
+
 /// The size the empty body of a 304 (or of a body-less answer to a HEAD) reports.
 ///
 /// Where a compression layer outside may encode it — the client accepts a content coding

@@ -17,7 +17,7 @@ use crate::future::{read_to_service, Exchange, LookupCall, Mode, Pending, Respon
 use crate::lookup::{Source, Unconfigured, VersionLookup};
 use crate::precondition::{is_safe_extension, method_kind, Carried, MethodKind, Sent};
 use crate::predicate::{content_type_starts_with, DefaultPredicate, Predicate};
-use crate::response::{Rejection, RejectionKind};
+use crate::response::{coding_accepted, Rejection, RejectionKind};
 
 /// Middleware that answers conditional requests; build it with
 /// [`ConditionalLayer`](crate::ConditionalLayer) (or
@@ -135,14 +135,6 @@ where
     }
 }
 
-/// `Exchange::coding_accepted` for a read: whether the request accepts a content coding other
-/// than identity (whether a compression layer outside may encode the layer's empty answers),
-/// read only where the size of those answers is written as a length (a HEAD, HTTP/2).
-fn accepts_coding<B>(req: &Request<B>, head: bool) -> bool {
-    let written = head || req.version() == Version::HTTP_2;
-    !written || crate::header::admits_coding(req.headers().get_all(header::ACCEPT_ENCODING))
-}
-
 impl<S, L, P> Conditional<S, L, P> {
     #[inline(always)]
     fn exchange(&self, method: Method, mode: Mode, conditions: Carried) -> Exchange<P>
@@ -162,6 +154,30 @@ impl<S, L, P> Conditional<S, L, P> {
             prechecked: false,
             lookup_last_modified: None,
         }
+    }
+
+    /// A read's exchange, with what its request says about how the layer's empty answers are
+    /// written: over HTTP/2; whether the client accepts a content coding (whether compression
+    /// outside may encode them), read only where their size is written as a length (a HEAD,
+    /// HTTP/2); whether `CodingTags` outside empties a HEAD's answer.
+    #[inline(always)]
+    fn read_exchange<B>(
+        &self,
+        method: Method,
+        mode: Mode,
+        conditions: Carried,
+        req: &Request<B>,
+    ) -> Exchange<P>
+    where
+        P: Clone,
+    {
+        let head = matches!(mode, Mode::Read { head: true, .. });
+        let http2 = req.version() == Version::HTTP_2;
+        let mut exchange = self.exchange(method, mode, conditions);
+        exchange.http2 = http2;
+        exchange.coding_accepted = coding_accepted(req.headers(), head, http2);
+        exchange.emptied_outside = head && req.extensions().get::<HeadEmptiedOutside>().is_some();
+        exchange
     }
 
     #[inline(always)]
@@ -245,11 +261,7 @@ impl<S, L, P> Conditional<S, L, P> {
                 || (ranged && (conditions.checks_whole() || conditions.if_range.is_some()));
             if ask_lookup {
                 // Asked on the first poll; the conditions wait in the pending request's box.
-                let mut exchange = self.exchange(method, mode, Carried::default());
-                exchange.http2 = req.version() == Version::HTTP_2;
-                exchange.coding_accepted = accepts_coding(&req, head);
-                exchange.emptied_outside =
-                    head && req.extensions().get::<HeadEmptiedOutside>().is_some();
+                let exchange = self.read_exchange(method, mode, Carried::default(), &req);
                 let pending = self.pending(req, true, sent);
                 let call = LookupCall::NotReady;
                 return ResponseFuture::new(State::Lookup { call, pending }, exchange);
@@ -263,11 +275,7 @@ impl<S, L, P> Conditional<S, L, P> {
         };
         // The service answers at once; its response is checked against the conditions.
         let conditions = read_to_service(conditions, &mut req, &self.config);
-        let coding_accepted = accepts_coding(&req, head);
-        let mut exchange = self.exchange(method, mode, conditions);
-        exchange.http2 = req.version() == Version::HTTP_2;
-        exchange.coding_accepted = coding_accepted;
-        exchange.emptied_outside = head && req.extensions().get::<HeadEmptiedOutside>().is_some();
+        let exchange = self.read_exchange(method, mode, conditions, &req);
         self.call_now(exchange, req)
     }
 
