@@ -39,6 +39,8 @@ use tower_http::trace::TraceLayer;
 
 #[path = "support/args.rs"]
 mod args;
+#[path = "support/body_first.rs"]
+mod body_first;
 
 /// The stored report: identity bytes, as a PUT sent them.
 type Store = Arc<RwLock<Bytes>>;
@@ -59,19 +61,16 @@ async fn report(State(store): State<Store>) -> Response {
 }
 
 /// Replaces the report: a compare-and-swap on what the layer validated. A body shorter than
-/// its `Content-Length` is refused: an HTTP/2 client that resets its upload with `NO_ERROR`
-/// ends the body early without an error in hyper (RFC 9113 §8.1.1: malformed).
+/// its `Content-Length` is refused ([`body_first::as_declared`]); the body is not read before
+/// the layer here (no write lock to hold), so a stale write's 412 comes without a 100.
 async fn replace(
     State(store): State<Store>,
     expectation: Option<Extension<Expectation>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n != body.len() as u64) {
-        let refusal = "the request content is not as long as its Content-Length\n";
+    if !body_first::as_declared(&headers, body.len()) {
+        let refusal = format!("{}\n", body_first::NOT_AS_DECLARED);
         return (StatusCode::BAD_REQUEST, refusal).into_response();
     }
     let mut stored = store.write().unwrap();

@@ -1317,6 +1317,15 @@ async fn coding_tags_304s_and_heads_of_streams_carry_no_length_the_200_lacks() {
     }
 }
 
+/// An axum handler: 3,000 bytes of text/plain, tagged `"v1"` by the handler itself.
+async fn three_thousand_tagged() -> Response<Body> {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain")
+        .header(header::ETAG, "\"v1\"")
+        .body(Body::from("x".repeat(3000)))
+        .unwrap()
+}
+
 /// With `head_as_get(false)` the service answers a HEAD itself — under axum, with the GET's
 /// content, which axum drops on the way out — and `CodingTagsLayer` empties it: the HEAD
 /// (and its 304) still carries the GET's `Content-Length` (RFC 9110 §8.6, §9.3.2), where only
@@ -1328,14 +1337,10 @@ async fn coding_tags_keeps_the_gets_length_on_a_head_the_service_answered() {
         .layer(CodingTagsLayer::new())
         .layer(CompressionLayer::new())
         .layer(ConditionalLayer::new().head_as_get(false));
-    let handler = || async {
-        Response::builder()
-            .header(header::CONTENT_TYPE, "text/plain")
-            .header(header::ETAG, "\"v1\"")
-            .body(Body::from("x".repeat(3000)))
-            .unwrap()
-    };
-    let app = axum::Router::new().route("/r", axum::routing::get(handler).route_layer(stack));
+    let app = axum::Router::new().route(
+        "/r",
+        axum::routing::get(three_thousand_tagged).route_layer(stack),
+    );
     let addr = serve_axum(app).await;
     for http2 in [false, true] {
         for coding in ["br", "identity", ""] {
@@ -1385,13 +1390,6 @@ async fn buffering_encoder(
 /// over HTTP/1.1, not as an exact zero). RFC 9110 §8.6, §9.3.2.
 #[tokio::test]
 async fn a_head_is_sized_and_labelled_as_its_get_whatever_compresses_around_coding_tags() {
-    let handler = || async {
-        Response::builder()
-            .header(header::CONTENT_TYPE, "text/plain")
-            .header(header::ETAG, "\"v1\"")
-            .body(Body::from("x".repeat(3000)))
-            .unwrap()
-    };
     let inside = ServiceBuilder::new()
         .layer(CodingTagsLayer::new())
         .layer(axum::middleware::from_fn(buffering_encoder))
@@ -1401,8 +1399,14 @@ async fn a_head_is_sized_and_labelled_as_its_get_whatever_compresses_around_codi
         .layer(CodingTagsLayer::new())
         .layer(ConditionalLayer::new());
     let app = axum::Router::new()
-        .route("/inside", axum::routing::get(handler).route_layer(inside))
-        .route("/outside", axum::routing::get(handler).route_layer(outside));
+        .route(
+            "/inside",
+            axum::routing::get(three_thousand_tagged).route_layer(inside),
+        )
+        .route(
+            "/outside",
+            axum::routing::get(three_thousand_tagged).route_layer(outside),
+        );
     let addr = serve_axum(app).await;
     let gzip = ("accept-encoding", "gzip");
     for http2 in [false, true] {

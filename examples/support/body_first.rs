@@ -14,13 +14,26 @@
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use http_body::Body as _;
 use http_body_util::LengthLimitError;
 
 /// The most a write's body may hold: axum's default limit for the extractors the handlers
 /// use, so that nothing the handlers took before is refused now.
 pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// The detail of the 400 for a body that is not as long as its `Content-Length`.
+pub const NOT_AS_DECLARED: &str = "the request content is not as long as its Content-Length";
+
+/// Whether `received` bytes are what the request's `Content-Length` declares (or it declares
+/// none). An HTTP/2 client that resets its stream with `NO_ERROR` ends the body early without
+/// an error in hyper: such a request is malformed (RFC 9113 §8.1.1), not a shorter one.
+pub fn as_declared(headers: &HeaderMap, received: usize) -> bool {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    declared.is_none_or(|n| n == received as u64)
+}
 
 /// `request` with its body read into memory, at most `limit` bytes — for every method but
 /// the ones that write nothing (`GET`, `HEAD`, `OPTIONS`) and for bodies known to be empty.
@@ -40,15 +53,10 @@ pub async fn read_whole(
         return Ok(request);
     }
     let (parts, body) = request.into_parts();
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) if declared.is_some_and(|n| n != bytes.len() as u64) => Err((
-            StatusCode::BAD_REQUEST,
-            "the request content is not as long as its Content-Length",
-        )),
+        Ok(bytes) if !as_declared(&parts.headers, bytes.len()) => {
+            Err((StatusCode::BAD_REQUEST, NOT_AS_DECLARED))
+        }
         Ok(bytes) => Ok(Request::from_parts(parts, Body::from(bytes))),
         Err(error) => Err(if error.into_inner().is::<LengthLimitError>() {
             (
